@@ -1,0 +1,271 @@
+// Core figures: header scan throughput over 1,000 small LoRA files, and `inspect -w` throughput
+// (MB/s of tensor data from page cache) and peak memory on an SDXL rank-32 fp16 LoRA (~230 MB).
+// Inputs are generated into bench-data/ (git-ignored) on first use. When the peer-benchmark
+// inputs of ../shared/bench-inputs can be made (python3 with numpy), inspect -w is also timed on
+// exactly those files and compared with lora-inspector's published seconds.
+import {execFile, spawnSync} from 'node:child_process';
+import {copyFile, link, mkdir, readdir, rm, stat, writeFile} from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import process from 'node:process';
+import {fileURLToPath, pathToFileURL} from 'node:url';
+import {promisify} from 'node:util';
+import {runInspect} from '../source/commands/inspect.js';
+import {loadEntry} from '../source/lora/entry.js';
+import {readHeader} from '../source/lora/safetensors.js';
+import {generateSample, writeSample, writeSdxlBenchLora, type SampleKind, type SampleOptions} from '../source/lora/samples.js';
+import {writeSafetensorsAtomic} from '../source/lora/writer.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const benchData = path.join(repoRoot, 'bench-data');
+const sharedInputs = path.resolve(repoRoot, '../shared/bench-inputs');
+
+async function exists(file: string): Promise<boolean> {
+	try {
+		await stat(file);
+		return true;
+	} catch {
+		return false;
+	}
+}
+
+function median(values: number[]): number {
+	const sorted = [...values].sort((a, b) => a - b);
+	const middle = Math.floor(sorted.length / 2);
+	return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+// ---------------------------------------------------------------- header scan
+
+const scanKinds: Array<[SampleKind, SampleOptions]> = [
+	['sd15-lora', {rank: 1}],
+	['sd15-lokr', {}],
+	['flux-peft', {rank: 1}],
+	['sd15-loha', {rank: 1}],
+	['sd15-locon', {rank: 1, convRank: 1}],
+];
+
+/**
+ * `count` files: 40 distinct generated LoRAs and hard links to them (copies where links fail), so
+ * the set costs little disk while every path is opened and parsed on its own. 'full': whole
+ * SD1.5 LoRA/LoCon/LoHa/LoKr and Flux PEFT files (800–1,750 tensors, ~130 KB headers with full
+ * ss_* metadata); 'small': the first 16 tensors of such files with the same metadata (~12 KB).
+ */
+async function scanSet(count: number, variant: 'full' | 'small'): Promise<string> {
+	const folder = path.join(benchData, `scan-${variant}-${count}`);
+	const marker = path.join(folder, '.complete');
+	if (await exists(marker)) {
+		return folder;
+	}
+
+	await rm(folder, {recursive: true, force: true});
+	await mkdir(folder, {recursive: true});
+	const distinct: string[] = [];
+	for (let seed = 1; seed <= 8; seed++) {
+		for (const [kind, options] of scanKinds) {
+			const file = path.join(folder, `${kind}-s${seed}.safetensors`);
+			const sampleOptions = {...options, seed, outputName: `${kind}_s${seed}`};
+			if (variant === 'full') {
+				await writeSample(file, kind, sampleOptions);
+			} else {
+				const sample = await generateSample(kind, {...sampleOptions, hashes: false});
+				await writeSafetensorsAtomic(file, sample.tensors.slice(0, 16), sample.metadata, {overwrite: true});
+			}
+
+			distinct.push(file);
+		}
+	}
+
+	for (let i = distinct.length; i < count; i++) {
+		const source = distinct[i % distinct.length]!;
+		const target = path.join(folder, `copy-${String(i).padStart(4, '0')}-${path.basename(source)}`);
+		try {
+			await link(source, target);
+		} catch {
+			await copyFile(source, target);
+		}
+	}
+
+	await writeFile(marker, `${count}\n`);
+	return folder;
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+	let next = 0;
+	await Promise.all(Array.from({length: concurrency}, async () => {
+		while (next < items.length) {
+			const item = items[next++]!;
+			await work(item);
+		}
+	}));
+}
+
+async function benchScan(count: number, variant: 'full' | 'small'): Promise<void> {
+	const folder = await scanSet(count, variant);
+	const files = (await readdir(folder)).filter(name => name.endsWith('.safetensors')).map(name => path.join(folder, name));
+	let headerBytes = 0;
+	let tensors = 0;
+	for (const file of files.slice(0, 40)) {
+		const header = await readHeader(file);
+		headerBytes += header.headerLength;
+		tensors += header.tensors.length;
+	}
+
+	// Warm the page cache and the JIT once.
+	await pool(files, 8, async file => {
+		await loadEntry(file);
+	});
+	const rows: Array<[string, number]> = [];
+	for (const [label, concurrency, work] of [
+		['readHeader, 1 at a time', 1, async (file: string) => {
+			await readHeader(file);
+		}],
+		['loadEntry (header + model + metadata), 1 at a time', 1, async (file: string) => {
+			await loadEntry(file);
+		}],
+		['loadEntry, 8 in flight', 8, async (file: string) => {
+			await loadEntry(file);
+		}],
+	] as const) {
+		const times: number[] = [];
+		for (let run = 0; run < 3; run++) {
+			const start = performance.now();
+			await pool(files, concurrency, work);
+			times.push((performance.now() - start) / 1000);
+		}
+
+		rows.push([label, files.length / median(times)]);
+	}
+
+	const sample = Math.min(40, files.length);
+	console.log(`header scan, ${files.length} ${variant === 'full' ? 'full-size' : 'small'} files (avg ${Math.round(tensors / sample)} tensors, ${(headerBytes / sample / 1024).toFixed(0)} KB header; page cache; median of 3; target ≥ 2,000 files/s):`);
+	for (const [label, rate] of rows) {
+		console.log(`  ${label.padEnd(52)} ${Math.round(rate).toLocaleString('en-US').padStart(7)} files/s`);
+	}
+}
+
+// ---------------------------------------------------------------- inspect -w in a child
+
+type ChildResult = {seconds: number[]; cpuSeconds: number[]; maxRssMiB: number; tensorBytes: number; backend: string};
+
+/** Runs in the child: `inspect -w --json` N times in one process, output discarded. */
+async function childInspect(file: string, repeats: number): Promise<void> {
+	const header = await readHeader(file);
+	const seconds: number[] = [];
+	const cpuSeconds: number[] = [];
+	let backend = 'js';
+	for (let i = 0; i < repeats; i++) {
+		const cpu = process.cpuUsage();
+		const start = performance.now();
+		const code = await runInspect(['-w', '--json', file], {stdout: () => undefined, stderr: text => process.stderr.write(text), cwd: process.cwd(), columns: 100});
+		seconds.push((performance.now() - start) / 1000);
+		const used = process.cpuUsage(cpu);
+		cpuSeconds.push((used.user + used.system) / 1e6);
+		if (code !== 0) {
+			throw new Error(`inspect exited ${code}`);
+		}
+	}
+
+	try {
+		const engine = await import('../source/engine/kernels/index.js');
+		backend = (await engine.getEngineKernels('cpu')).backend;
+		await engine.disposeEngineKernels();
+	} catch {
+		backend = 'js';
+	}
+
+	const result: ChildResult = {seconds, cpuSeconds, maxRssMiB: process.resourceUsage().maxRSS / 1024, tensorBytes: header.sizeBytes - header.dataOffset, backend};
+	process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+async function inspectInChild(file: string, repeats: number): Promise<ChildResult> {
+	const run = promisify(execFile);
+	const {stdout} = await run(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child-inspect', file, String(repeats)], {cwd: repoRoot, maxBuffer: 1024 * 1024});
+	return JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildResult;
+}
+
+function describe(result: ChildResult): string {
+	const warm = result.seconds.length > 1 ? result.seconds.slice(1) : result.seconds;
+	const seconds = median(warm);
+	const mb = result.tensorBytes / 1e6;
+	const cpu = median(result.cpuSeconds.length > 1 ? result.cpuSeconds.slice(1) : result.cpuSeconds);
+	return `${seconds.toFixed(3)} s warm median (CPU ${cpu.toFixed(2)} s; first run ${result.seconds[0]!.toFixed(3)} s incl. kernel start-up) · ${(mb / seconds).toFixed(0)} MB/s of ${mb.toFixed(0)} MB tensor data · peak RSS ${result.maxRssMiB.toFixed(0)} MiB · kernels ${result.backend}`;
+}
+
+async function benchInspect(quick: boolean): Promise<void> {
+	const file = path.join(benchData, 'lorascope_sdxl_r32_fp16.safetensors');
+	if (!(await exists(file))) {
+		await mkdir(benchData, {recursive: true});
+		const start = performance.now();
+		await writeSdxlBenchLora(file);
+		console.log(`(generated ${path.relative(repoRoot, file)} in ${((performance.now() - start) / 1000).toFixed(1)} s)`);
+	}
+
+	const result = await inspectInChild(file, quick ? 2 : 4);
+	console.log('inspect -w on the generated SDXL r32 fp16 LoRA (target ≥ 500 MB/s, peak < 400 MB):');
+	console.log(`  ${describe(result)}`);
+}
+
+// ---------------------------------------------------------------- peer inputs
+
+const peerInputs: Array<{file: string; args: string[]; liSeconds: number; liRssMiB: number; label: string}> = [
+	{file: 'sd15_r32.safetensors', args: ['lora', 'sd15', '-r', '32', '-a', '16', '--seed', '1'], liSeconds: 2.37, liRssMiB: 955, label: 'SD1.5 r32 (264 layers)'},
+	{file: 'sdxl_r32.safetensors', args: ['lora', 'sdxl', '-r', '32', '-a', '16', '--seed', '2'], liSeconds: 12.65, liRssMiB: 4600, label: 'SDXL r32 (986 layers)'},
+	{file: 'sd15_locon_r32c8.safetensors', args: ['lora', 'sd15', '-r', '32', '-a', '16', '--conv-dim', '8', '--conv-alpha', '4', '--seed', '3'], liSeconds: 3.09, liRssMiB: 1224, label: 'SD1.5 LoCon r32/c8 (350)'},
+];
+
+function numpyAvailable(): boolean {
+	const probe = spawnSync('python3', ['-c', 'import numpy'], {stdio: 'ignore'});
+	return probe.status === 0;
+}
+
+async function benchPeerInputs(quick: boolean): Promise<void> {
+	const script = path.join(sharedInputs, 'make_lora.py');
+	const canMake = (await exists(script)) && !quick && numpyAvailable();
+	const rows: string[] = [];
+	for (const input of peerInputs) {
+		const file = path.join(benchData, input.file);
+		if (!(await exists(file))) {
+			if (!canMake) {
+				continue;
+			}
+
+			const made = spawnSync('python3', [script, ...input.args, '-o', file], {stdio: ['ignore', 'ignore', 'inherit']});
+			if (made.status !== 0) {
+				console.log(`  (make_lora.py failed for ${input.file})`);
+				continue;
+			}
+		}
+
+		const result = await inspectInChild(file, quick ? 2 : 4);
+		const seconds = median(result.seconds.length > 1 ? result.seconds.slice(1) : result.seconds);
+		rows.push(`  ${input.label.padEnd(26)} ${seconds.toFixed(3)} s vs lora-inspector -w ${input.liSeconds} s → ${(input.liSeconds / seconds).toFixed(1)}× faster · RSS ${result.maxRssMiB.toFixed(0)} vs ${input.liRssMiB} MiB (first run ${result.seconds[0]!.toFixed(2)} s)`);
+	}
+
+	if (rows.length === 0) {
+		console.log('peer inputs: not available (needs ../shared/bench-inputs and python3 with numpy; skipped in --quick)');
+		return;
+	}
+
+	console.log('inspect -w on the peer-benchmark inputs (../shared/bench-inputs/make_lora.py), warm median:');
+	for (const row of rows) {
+		console.log(row);
+	}
+}
+
+export async function run({quick}: {quick: boolean}): Promise<void> {
+	// Other work on the machine slows every figure here; the load average says how much there was.
+	console.log(`(machine: ${os.cpus().length} cores, load average ${os.loadavg().map(v => v.toFixed(1)).join(' ')})`);
+	await benchScan(quick ? 200 : 1000, 'full');
+	await benchScan(quick ? 200 : 1000, 'small');
+	await benchInspect(quick);
+	await benchPeerInputs(quick);
+}
+
+// Child mode: `node --import tsx bench/core.ts --child-inspect <file> <repeats>`.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+	const index = process.argv.indexOf('--child-inspect');
+	if (index !== -1) {
+		await childInspect(process.argv[index + 1]!, Number(process.argv[index + 2] ?? 3));
+	}
+}

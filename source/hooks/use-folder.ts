@@ -1,0 +1,126 @@
+// Opens the folder progressively: the listing (names, sizes, times) goes on screen first, then the
+// headers load a few at a time, newest (top of the list) first, in batches that arrive as reducer
+// actions at most every ~50 ms. Key handling never waits on any of it.
+import {useEffect, useRef} from 'react';
+import type {LoadedEntry} from '../state/entry-shape.js';
+import type {FoundFile} from '../state/file-row.js';
+import type {Action} from '../state/reducer.js';
+import type {AppState} from '../state/types.js';
+
+export type FolderSource = {
+	/** Lists the LoRA files under the folder, calling onFiles as batches are found; unreadable subfolders go to onError. */
+	list: (folder: string, onFiles: (files: FoundFile[]) => void, signal: AbortSignal, onError?: (path: string, reason: string) => void) => Promise<void>;
+	/** Header-only read of one file; never throws (a failure is an entry with `error`). */
+	load: (path: string) => Promise<LoadedEntry>;
+	/** The same plus the values of the alpha tensors (exact alpha and scale), for the selected file. */
+	loadExact?: (path: string) => Promise<LoadedEntry>;
+	/** Whether a path is a file the list shows (for the watcher). */
+	accepts: (path: string) => boolean;
+};
+
+const concurrency = 8;
+const flushMs = 50;
+
+export function useFolder(folder: string, source: FolderSource, dispatch: (action: Action | Action[]) => void, getState: () => AppState): void {
+	useEffect(() => {
+		const controller = new AbortController();
+		const {signal} = controller;
+		let buffer: LoadedEntry[] = [];
+		let timer: NodeJS.Timeout | undefined;
+		const flush = (): void => {
+			timer = undefined;
+			if (buffer.length > 0 && !signal.aborted) {
+				const entries = buffer;
+				buffer = [];
+				dispatch({type: 'entries-loaded', entries, now: Date.now()});
+			}
+		};
+
+		const push = (entry: LoadedEntry): void => {
+			buffer.push(entry);
+			timer ??= setTimeout(flush, flushMs);
+		};
+
+		const run = async (): Promise<void> => {
+			dispatch({type: 'scan-started', now: Date.now()});
+			const found: FoundFile[] = [];
+			await source.list(
+				folder,
+				files => {
+					found.push(...files);
+					dispatch({type: 'files-found', files, now: Date.now()});
+				},
+				signal,
+				(path, reason) => {
+					dispatch({type: 'log', line: {level: 'warn', message: `skipped ${path}: ${reason}`, time: Date.now()}});
+				},
+			);
+			// Load in list order (newest first by default), so the rows on screen fill in first.
+			const state = getState();
+			const queue = [...state.order.filter(p => state.rows.get(p)?.status === 'pending')];
+			const seen = new Set(queue);
+			for (const file of found) {
+				if (!seen.has(file.path)) {
+					queue.push(file.path);
+				}
+			}
+
+			let next = 0;
+			const worker = async (): Promise<void> => {
+				while (next < queue.length && !signal.aborted) {
+					const path = queue[next++]!;
+					push(await source.load(path));
+				}
+			};
+
+			await Promise.all(Array.from({length: concurrency}, async () => worker()));
+			clearTimeout(timer);
+			flush();
+			if (!signal.aborted) {
+				dispatch({type: 'scan-finished', now: Date.now()});
+			}
+		};
+
+		run().catch((error: unknown) => {
+			if (!signal.aborted) {
+				dispatch({type: 'scan-failed', error: `cannot read ${folder}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`});
+			}
+		});
+		return () => {
+			controller.abort();
+			clearTimeout(timer);
+		};
+	}, [folder, source, dispatch, getState]);
+}
+
+/**
+ * The header-only read leaves kohya alphas (stored as tensors) unread; the files on screen in detail
+ * (the selected one, the compared ones) get them read in the background, so alpha, scale and the
+ * rank/alpha comparison are exact.
+ */
+export function useExactEntries(source: FolderSource, wanted: ReadonlyArray<LoadedEntry | undefined>, dispatch: (action: Action | Action[]) => void): void {
+	const pending = wanted.filter((entry): entry is LoadedEntry => entry !== undefined && !entry.error && entry.alphasLoaded === false);
+	const key = pending.map(entry => `${entry.path}\u0000${entry.mtimeMs}`).join('\n');
+	const entriesRef = useRef(pending);
+	entriesRef.current = pending;
+	useEffect(() => {
+		if (key === '' || !source.loadExact) {
+			return;
+		}
+
+		let cancelled = false;
+		const timer = setTimeout(() => {
+			for (const entry of entriesRef.current) {
+				void source.loadExact!(entry.path).then(exact => {
+					if (!cancelled && !exact.error && exact.mtimeMs === entry.mtimeMs && exact.sizeBytes === entry.sizeBytes) {
+						dispatch({type: 'entry-refined', entry: exact});
+					}
+				});
+			}
+		}, 80);
+		return () => {
+			cancelled = true;
+			clearTimeout(timer);
+		};
+	}, [source, key, dispatch]);
+}

@@ -1,0 +1,675 @@
+// A strict, single-pass parser for the JSON header of a .safetensors file.
+//
+// Why not JSON.parse: it silently keeps the last of duplicate keys (so two readers can disagree
+// about which tensor or metadata value a file holds), its error messages quote the offending
+// input (escape sequences from a hostile file would reach the terminal), and on headers with a
+// million entries it builds a million generic objects first (seconds and ~1 GB). This parser
+// reads the header grammar directly into TensorInfo records, rejects duplicates at every level,
+// bounds nesting the way serde_json (the reference reader) does, and reports positions only.
+import {dtypeSize, isDType} from './dtypes.js';
+import type {DType, TensorInfo} from './types.js';
+
+/** serde_json's default recursion limit, which the reference safetensors reader inherits. */
+export const maxHeaderDepth = 128;
+
+/** More dimensions than any framework supports; refusing them keeps hostile shapes small. */
+export const maxTensorRank = 64;
+
+export type ParsedHeaderJson = {
+	/** Sorted by begin offset (then end). */
+	tensors: TensorInfo[];
+	byName: Map<string, TensorInfo>;
+	/** Null-prototype string map. */
+	metadata: Record<string, string>;
+};
+
+/** A header that breaks the format. `message` is one line and never quotes file content verbatim. */
+export class HeaderFormatError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = 'HeaderFormatError';
+	}
+}
+
+const quote = 0x22;
+const backslash = 0x5c;
+const colon = 0x3a;
+const comma = 0x2c;
+const openBrace = 0x7b;
+const closeBrace = 0x7d;
+const openBracket = 0x5b;
+const closeBracket = 0x5d;
+const minus = 0x2d;
+const digit0 = 0x30;
+const digit9 = 0x39;
+
+// Interned strings for the fast path: most keys and dtypes of a header are one of these.
+const entryKeys = ['dtype', 'shape', 'data_offsets'] as const;
+const commonDTypes = ['F16', 'F32', 'BF16', 'F64', 'F8_E4M3', 'F8_E5M2', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL'] as const;
+
+type ValueType = 'object' | 'array' | 'string' | 'number' | 'boolean' | 'null';
+
+/**
+ * Show an untrusted short string (a dtype) inside a one-line reason: printable ASCII only,
+ * everything else escaped, at most `limit` characters.
+ */
+export function describeUntrusted(text: string, limit = 16): string {
+	let out = '';
+	for (const char of text.slice(0, limit)) {
+		const code = char.codePointAt(0)!;
+		if (code >= 0x20 && code < 0x7f && char !== '"' && char !== '\\') {
+			out += char;
+		} else if (code <= 0xff) {
+			out += `\\x${code.toString(16).padStart(2, '0')}`;
+		} else {
+			out += `\\u{${code.toString(16)}}`;
+		}
+	}
+
+	return `"${out}${text.length > limit ? '…' : ''}"`;
+}
+
+function describeShape(shape: readonly number[]): string {
+	if (shape.length <= 8) {
+		return `[${shape.join(', ')}]`;
+	}
+
+	return `[${shape.slice(0, 4).join(', ')}, … (${shape.length} dims)]`;
+}
+
+class Parser {
+	readonly text: string;
+	readonly length: number;
+	pos = 0;
+
+	constructor(text: string) {
+		this.text = text;
+		this.length = text.length;
+	}
+
+	fail(what: string): never {
+		if (this.pos >= this.length) {
+			throw new HeaderFormatError('header is not valid JSON (unexpected end of header)');
+		}
+
+		throw new HeaderFormatError(`header is not valid JSON (${what} at character ${this.pos})`);
+	}
+
+	ws(): void {
+		const {text, length} = this;
+		let pos = this.pos;
+		while (pos < length) {
+			const code = text.charCodeAt(pos);
+			if (code !== 0x20 && code !== 0x0a && code !== 0x0d && code !== 0x09) {
+				break;
+			}
+
+			pos++;
+		}
+
+		this.pos = pos;
+	}
+
+	peek(): number {
+		return this.pos < this.length ? this.text.charCodeAt(this.pos) : -1;
+	}
+
+	expect(code: number, what: string): void {
+		this.ws();
+		if (this.peek() !== code) {
+			this.fail(`expected ${what}`);
+		}
+
+		this.pos++;
+	}
+
+	/** A JSON string starting at the opening quote; returns its decoded value. */
+	string(): string {
+		const {text, length} = this;
+		const start = this.pos + 1;
+		let pos = start;
+		let escaped = false;
+		for (;;) {
+			if (pos >= length) {
+				this.pos = length;
+				this.fail('unterminated string');
+			}
+
+			const code = text.charCodeAt(pos);
+			if (code === quote) {
+				break;
+			}
+
+			if (code === backslash) {
+				escaped = true;
+				const next = text.charCodeAt(pos + 1);
+				if (next === 0x75 /* u */) {
+					for (let i = 2; i < 6; i++) {
+						const hex = text.charCodeAt(pos + i);
+						const isHex = (hex >= digit0 && hex <= digit9) || (hex >= 0x41 && hex <= 0x46) || (hex >= 0x61 && hex <= 0x66);
+						if (!isHex) {
+							this.pos = Math.min(pos + i, length);
+							this.fail('bad \\u escape');
+						}
+					}
+
+					pos += 6;
+					continue;
+				}
+
+				// " \ / b f n r t
+				if (next === quote || next === backslash || next === 0x2f || next === 0x62 || next === 0x66 || next === 0x6e || next === 0x72 || next === 0x74) {
+					pos += 2;
+					continue;
+				}
+
+				this.pos = Math.min(pos + 1, length);
+				this.fail('bad escape');
+			}
+
+			if (code < 0x20) {
+				this.pos = pos;
+				this.fail('control character in a string');
+			}
+
+			pos++;
+		}
+
+		this.pos = pos + 1;
+		// The escapes were validated above, so JSON.parse of the quoted slice cannot fail.
+		return escaped ? JSON.parse(text.slice(start - 1, pos + 1)) as string : text.slice(start, pos);
+	}
+
+	/**
+	 * A JSON number token. Returns its value when it is a non-negative integer written without
+	 * fraction or exponent that fits exactly in a double, else -1 (still validating the syntax).
+	 */
+	number(): number {
+		const {text, length} = this;
+		const start = this.pos;
+		let pos = start;
+		let negative = false;
+		if (text.charCodeAt(pos) === minus) {
+			negative = true;
+			pos++;
+		}
+
+		const intStart = pos;
+		let code = text.charCodeAt(pos);
+		if (code === digit0) {
+			pos++;
+		} else if (code > digit0 && code <= digit9) {
+			while (pos < length && (code = text.charCodeAt(pos)) >= digit0 && code <= digit9) {
+				pos++;
+			}
+		} else {
+			this.pos = pos;
+			this.fail('bad number');
+		}
+
+		const intEnd = pos;
+		let integral = true;
+		if (text.charCodeAt(pos) === 0x2e /* . */) {
+			integral = false;
+			pos++;
+			const fracStart = pos;
+			while (pos < length && (code = text.charCodeAt(pos)) >= digit0 && code <= digit9) {
+				pos++;
+			}
+
+			if (pos === fracStart) {
+				this.pos = pos;
+				this.fail('bad number');
+			}
+		}
+
+		code = text.charCodeAt(pos);
+		if (code === 0x65 || code === 0x45 /* e E */) {
+			integral = false;
+			pos++;
+			code = text.charCodeAt(pos);
+			if (code === 0x2b || code === minus) {
+				pos++;
+			}
+
+			const expStart = pos;
+			while (pos < length && (code = text.charCodeAt(pos)) >= digit0 && code <= digit9) {
+				pos++;
+			}
+
+			if (pos === expStart) {
+				this.pos = pos;
+				this.fail('bad number');
+			}
+		}
+
+		this.pos = pos;
+		if (!integral || negative) {
+			return -1;
+		}
+
+		if (intEnd - intStart <= 15) {
+			// Fifteen digits always fit a double exactly; no substring needed.
+			let value = 0;
+			for (let i = intStart; i < intEnd; i++) {
+				value = (value * 10) + (text.charCodeAt(i) - digit0);
+			}
+
+			return value;
+		}
+
+		const value = Number(text.slice(intStart, intEnd));
+		return Number.isSafeInteger(value) ? value : -1;
+	}
+
+	/** If the string at the cursor is exactly one of `words` (plain, no escapes), consume it and return it. */
+	knownString(words: readonly string[]): string | undefined {
+		const {text, pos} = this;
+		for (const word of words) {
+			// `"word"` including both quotes, so prefixes do not match.
+			if (text.charCodeAt(pos + word.length + 1) === quote && text.startsWith(word, pos + 1)) {
+				this.pos = pos + word.length + 2;
+				return word;
+			}
+		}
+
+		return undefined;
+	}
+
+	literal(word: string): void {
+		if (!this.text.startsWith(word, this.pos)) {
+			this.fail('unexpected character');
+		}
+
+		this.pos += word.length;
+	}
+
+	/** Validate any JSON value without building it; returns its type. */
+	skipValue(depth: number): ValueType {
+		if (depth > maxHeaderDepth) {
+			throw new HeaderFormatError(`header JSON nests deeper than ${maxHeaderDepth} levels`);
+		}
+
+		this.ws();
+		const code = this.peek();
+		switch (code) {
+			case quote: {
+				this.string();
+				return 'string';
+			}
+
+			case openBrace: {
+				this.pos++;
+				// Objects of unknown purpose also must not hide a second value under one key.
+				const seen = new Set<string>();
+				for (let key = this.firstKey(); key !== undefined; key = this.nextKey()) {
+					if (seen.has(key)) {
+						throw new HeaderFormatError('header has a duplicate key');
+					}
+
+					seen.add(key);
+					this.skipValue(depth + 1);
+				}
+
+				return 'object';
+			}
+
+			case openBracket: {
+				this.pos++;
+				for (let more = this.firstElement(); more; more = this.nextElement()) {
+					this.skipValue(depth + 1);
+				}
+
+				return 'array';
+			}
+
+			case 0x74 /* t */: {
+				this.literal('true');
+				return 'boolean';
+			}
+
+			case 0x66 /* f */: {
+				this.literal('false');
+				return 'boolean';
+			}
+
+			case 0x6e /* n */: {
+				this.literal('null');
+				return 'null';
+			}
+
+			default: {
+				if (code === minus || (code >= digit0 && code <= digit9)) {
+					this.number();
+					return 'number';
+				}
+
+				return this.fail('unexpected character');
+			}
+		}
+	}
+
+	// Members and elements are walked with first/next calls rather than callbacks: a closure per
+	// tensor entry costs more than the parsing itself on headers with a million entries.
+
+	/** After `{`: the first key (cursor then at its value), or undefined for `{}` (consumed). */
+	firstKey(): string | undefined {
+		this.ws();
+		if (this.peek() === closeBrace) {
+			this.pos++;
+			return undefined;
+		}
+
+		return this.key();
+	}
+
+	/** After a member's value: the next key, or undefined once `}` is consumed. */
+	nextKey(): string | undefined {
+		this.ws();
+		const code = this.peek();
+		if (code === comma) {
+			this.pos++;
+			this.ws();
+			return this.key();
+		}
+
+		if (code === closeBrace) {
+			this.pos++;
+			return undefined;
+		}
+
+		return this.fail('expected \',\' or \'}\'');
+	}
+
+	private key(): string {
+		if (this.peek() !== quote) {
+			this.fail('expected a key');
+		}
+
+		const key = this.knownString(entryKeys) ?? this.string();
+		this.expect(colon, '\':\'');
+		this.ws();
+		return key;
+	}
+
+	/** After `[`: true with the cursor at the first element, or false for `[]` (consumed). */
+	firstElement(): boolean {
+		this.ws();
+		if (this.peek() === closeBracket) {
+			this.pos++;
+			return false;
+		}
+
+		return true;
+	}
+
+	/** After an element: true with the cursor at the next one, false once `]` is consumed. */
+	nextElement(): boolean {
+		this.ws();
+		const code = this.peek();
+		if (code === comma) {
+			this.pos++;
+			this.ws();
+			return true;
+		}
+
+		if (code === closeBracket) {
+			this.pos++;
+			return false;
+		}
+
+		return this.fail('expected \',\' or \']\'');
+	}
+
+	/**
+	 * An array of non-negative integers (at most `limit` kept; `limit + 1` values are returned when
+	 * there are more), or undefined when it is anything else.
+	 */
+	integers(depth: number, limit: number): number[] | undefined {
+		if (this.peek() !== openBracket) {
+			this.skipValue(depth);
+			return undefined;
+		}
+
+		this.pos++;
+		const values: number[] = [];
+		let valid = true;
+		for (let more = this.firstElement(); more; more = this.nextElement()) {
+			const code = this.peek();
+			if (code === minus || (code >= digit0 && code <= digit9)) {
+				const value = this.number();
+				if (value < 0) {
+					valid = false;
+				} else if (values.length <= limit) {
+					values.push(value);
+				}
+			} else {
+				this.skipValue(depth + 1);
+				valid = false;
+			}
+		}
+
+		return valid ? values : undefined;
+	}
+}
+
+function checkEntry(
+	dtype: string | undefined,
+	dtypeType: ValueType | undefined,
+	shape: number[] | undefined,
+	shapeSeen: boolean,
+	offsets: number[] | undefined,
+	offsetsSeen: boolean,
+	dataSize: number,
+): string | undefined {
+	if (!isDType(dtype)) {
+		if (dtype === undefined) {
+			return dtypeType === undefined ? 'dtype is missing' : `unknown dtype (a JSON ${dtypeType})`;
+		}
+
+		return `unknown dtype ${describeUntrusted(dtype)}`;
+	}
+
+	if (!shape) {
+		return shapeSeen ? 'shape is not a list of non-negative integers' : 'shape is missing';
+	}
+
+	if (shape.length > maxTensorRank) {
+		return `shape has more than ${maxTensorRank} dimensions`;
+	}
+
+	if (!offsets || offsets.length !== 2) {
+		return offsetsSeen ? 'data_offsets is not a pair of non-negative integers' : 'data_offsets is missing';
+	}
+
+	const begin = offsets[0]!;
+	const end = offsets[1]!;
+	if (end < begin) {
+		return `data_offsets end ${end} before begin ${begin}`;
+	}
+
+	if (end > dataSize) {
+		return `data_offsets end ${end} beyond the data area (${dataSize} bytes)`;
+	}
+
+	let elements = 1;
+	for (const d of shape) {
+		elements *= d;
+	}
+
+	const expected = elements * dtypeSize[dtype];
+	if (expected !== end - begin) {
+		const shown = Number.isSafeInteger(expected) ? String(expected) : 'too many';
+		return `byte length ${end - begin} does not match shape ${describeShape(shape)} × ${dtype} (${shown})`;
+	}
+
+	return undefined;
+}
+
+/**
+ * Parse and validate a decoded header. `dataSize` (file size − 8 − header length) bounds every
+ * offset. Throws HeaderFormatError with a one-line reason.
+ */
+export function parseHeaderJson(json: string, dataSize: number): ParsedHeaderJson {
+	const parser = new Parser(json);
+	parser.ws();
+	if (parser.peek() !== openBrace) {
+		if (parser.pos >= parser.length) {
+			throw new HeaderFormatError('header is blank');
+		}
+
+		const type = parser.skipValue(1);
+		parser.ws();
+		if (parser.pos < parser.length) {
+			parser.fail('unexpected data after the JSON value');
+		}
+
+		throw new HeaderFormatError(`header is JSON ${type}, not an object`);
+	}
+
+	parser.pos++;
+	const tensors: TensorInfo[] = [];
+	const byName = new Map<string, TensorInfo>();
+	let metadata: Record<string, string> | undefined;
+	for (let key = parser.firstKey(); key !== undefined; key = parser.nextKey()) {
+		if (key === '__metadata__') {
+			if (metadata) {
+				throw new HeaderFormatError('header has duplicate __metadata__ entries');
+			}
+
+			metadata = parseMetadata(parser);
+			continue;
+		}
+
+		if (byName.has(key)) {
+			throw new HeaderFormatError('header has duplicate tensor names');
+		}
+
+		const info = parseEntry(parser, key, dataSize, tensors.length + 1);
+		tensors.push(info);
+		byName.set(key, info);
+	}
+
+	parser.ws();
+	if (parser.pos < parser.length) {
+		parser.fail('unexpected data after the header object');
+	}
+
+	sortAndCheckOverlaps(tensors);
+	return {tensors, byName, metadata: metadata ?? Object.create(null) as Record<string, string>};
+}
+
+function parseMetadata(parser: Parser): Record<string, string> {
+	if (parser.peek() !== openBrace) {
+		const type = parser.skipValue(2);
+		throw new HeaderFormatError(`__metadata__ is JSON ${type}, not an object`);
+	}
+
+	parser.pos++;
+	const map = Object.create(null) as Record<string, string>;
+	for (let key = parser.firstKey(); key !== undefined; key = parser.nextKey()) {
+		if (Object.hasOwn(map, key)) {
+			throw new HeaderFormatError('header has a duplicate key in __metadata__');
+		}
+
+		if (parser.peek() !== quote) {
+			const type = parser.skipValue(3);
+			throw new HeaderFormatError(`__metadata__ value is ${type === 'object' || type === 'array' ? `a JSON ${type}` : type}, not a string`);
+		}
+
+		map[key] = parser.string();
+	}
+
+	return map;
+}
+
+function parseEntry(parser: Parser, name: string, dataSize: number, index: number): TensorInfo {
+	if (parser.peek() !== openBrace) {
+		const type = parser.skipValue(2);
+		throw new HeaderFormatError(`tensor #${index}: tensor entry is a JSON ${type}, not an object`);
+	}
+
+	parser.pos++;
+	let dtype: string | undefined;
+	let dtypeType: ValueType | undefined;
+	let shape: number[] | undefined;
+	let shapeSeen = false;
+	let offsets: number[] | undefined;
+	let offsetsSeen = false;
+	let unknownKeys: Set<string> | undefined;
+	for (let key = parser.firstKey(); key !== undefined; key = parser.nextKey()) {
+		let duplicate: boolean;
+		switch (key) {
+			case 'dtype': {
+				duplicate = dtypeType !== undefined;
+				if (parser.peek() === quote) {
+					dtype = parser.knownString(commonDTypes) ?? parser.string();
+					dtypeType = 'string';
+				} else {
+					dtypeType = parser.skipValue(3);
+				}
+
+				break;
+			}
+
+			case 'shape': {
+				duplicate = shapeSeen;
+				shapeSeen = true;
+				shape = parser.integers(3, maxTensorRank);
+				break;
+			}
+
+			case 'data_offsets': {
+				duplicate = offsetsSeen;
+				offsetsSeen = true;
+				offsets = parser.integers(3, 2);
+				break;
+			}
+
+			default: {
+				// Unknown fields are ignored, as the reference reader does, but still validated.
+				unknownKeys ??= new Set();
+				duplicate = unknownKeys.has(key);
+				unknownKeys.add(key);
+				parser.skipValue(3);
+			}
+		}
+
+		if (duplicate) {
+			throw new HeaderFormatError('header has a duplicate key inside a tensor entry');
+		}
+	}
+
+	const problem = checkEntry(dtype, dtypeType, shape, shapeSeen, offsets, offsetsSeen, dataSize);
+	if (problem !== undefined) {
+		throw new HeaderFormatError(`tensor #${index}: ${problem}`);
+	}
+
+	return {name, dtype: dtype as DType, shape: shape!, begin: offsets![0]!, end: offsets![1]!};
+}
+
+function sortAndCheckOverlaps(tensors: TensorInfo[]): void {
+	let sorted = true;
+	for (let i = 1; i < tensors.length; i++) {
+		const a = tensors[i - 1]!;
+		const b = tensors[i]!;
+		if (a.begin > b.begin || (a.begin === b.begin && a.end > b.end)) {
+			sorted = false;
+			break;
+		}
+	}
+
+	if (!sorted) {
+		tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+	}
+
+	let previousEnd = 0;
+	for (const [index, tensor] of tensors.entries()) {
+		// Zero-length tensors may share an offset with their neighbour.
+		if (tensor.begin < previousEnd && tensor.end > tensor.begin) {
+			throw new HeaderFormatError(`tensor #${index + 1} (in offset order) overlaps the previous tensor's bytes`);
+		}
+
+		previousEnd = Math.max(previousEnd, tensor.end);
+	}
+}

@@ -1,0 +1,386 @@
+import {constants} from 'node:fs';
+import {open, type FileHandle} from 'node:fs/promises';
+import path from 'node:path';
+import {decodeToFloat32} from './dtypes.js';
+import {HeaderFormatError, parseHeaderJson} from './header-json.js';
+import type {FileKind, SafetensorsHeader, TensorInfo} from './types.js';
+
+/** Headers above this are refused before allocating: real LoRA headers are < 1 MB. */
+export const maxHeaderBytes = 100 * 1024 * 1024;
+
+/**
+ * Make text from outside (file names, other libraries' messages) safe for one terminal line:
+ * C0/C1 controls, DEL, line/paragraph separators and bidi controls become `\x..`/`\u{..}`.
+ */
+export function oneLine(text: string, limit = 300): string {
+	const escaped = text.replaceAll(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/gu, char => {
+		const code = char.codePointAt(0)!;
+		return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
+	});
+	return escaped.length > limit ? `${escaped.slice(0, limit - 1)}…` : escaped;
+}
+
+/**
+ * A file that could not be read as a LoRA. `reason` is one line, safe to show as is
+ * (it never embeds file content, only numbers and fixed words). `message` adds the file's
+ * base name with control characters escaped (file names are untrusted too).
+ */
+export class LoraFileError extends Error {
+	readonly filePath: string;
+	readonly reason: string;
+
+	constructor(filePath: string, reason: string) {
+		super(`${oneLine(path.basename(filePath), 120)}: ${reason}`);
+		this.name = 'LoraFileError';
+		this.filePath = filePath;
+		this.reason = reason;
+	}
+}
+
+/** Extensions of PyTorch pickle containers: never unpickled, only recognised. */
+const pickleExtensions = new Set(['.ckpt', '.pt', '.pth', '.bin']);
+
+/**
+ * What the first bytes (at least 9 when the file has them) say the file is. Content wins over
+ * the extension: a valid safetensors named `.bin` is read; a pickle named `.safetensors` is not.
+ */
+export function sniffFileKind(head: Uint8Array, filePath = ''): FileKind {
+	if (head.length === 0) {
+		return 'empty';
+	}
+
+	const text = Buffer.from(head.subarray(0, 24)).toString('latin1');
+	if (text.startsWith('version https://git-lfs')) {
+		return 'lfs-pointer';
+	}
+
+	// A safetensors header length below 4 GiB followed by '{'. Checked before the pickle magic
+	// because a header of 640 bytes starts 0x80 0x02, which is also pickle protocol 2's PROTO.
+	if (head.length >= 9 && head[8] === 0x7b /* '{' */ && head[4] === 0 && head[5] === 0 && head[6] === 0 && head[7] === 0) {
+		return 'safetensors';
+	}
+
+	if (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) {
+		return 'pickle-zip';
+	}
+
+	// Pickle protocol 2+ starts with PROTO (0x80) and the protocol number.
+	if (head[0] === 0x80 && head[1] !== undefined && head[1] >= 2 && head[1] <= 5) {
+		return 'pickle';
+	}
+
+	if (pickleExtensions.has(path.extname(filePath).toLowerCase())) {
+		return 'pickle';
+	}
+
+	return head.length < 8 ? 'unknown' : 'safetensors';
+}
+
+function describeKind(kind: FileKind): string | undefined {
+	switch (kind) {
+		case 'lfs-pointer': {
+			return 'Git LFS pointer, not the file itself (run git lfs pull)';
+		}
+
+		case 'pickle-zip': {
+			return 'PyTorch zip/pickle file; pickles are never unpickled (convert it to .safetensors)';
+		}
+
+		case 'pickle': {
+			return 'pickle file; pickles are never unpickled (convert it to .safetensors)';
+		}
+
+		case 'empty': {
+			return 'empty file';
+		}
+
+		default: {
+			return undefined;
+		}
+	}
+}
+
+/**
+ * Parse and validate a safetensors header from its raw bytes. `fileSize` bounds every offset.
+ * Throws LoraFileError with a one-line reason.
+ */
+export function parseHeaderBytes(
+	filePath: string,
+	headerBytes: Uint8Array,
+	fileSize: number,
+	mtimeMs: number,
+): SafetensorsHeader {
+	const headerLength = headerBytes.length;
+	let json: string;
+	try {
+		json = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(headerBytes);
+	} catch {
+		throw new LoraFileError(filePath, 'header is not valid UTF-8');
+	}
+
+	const dataOffset = 8 + headerLength;
+	let parsed;
+	try {
+		parsed = parseHeaderJson(json, Math.max(0, fileSize - dataOffset));
+	} catch (error) {
+		if (error instanceof HeaderFormatError) {
+			throw new LoraFileError(filePath, error.message);
+		}
+
+		throw error;
+	}
+
+	return {
+		path: filePath,
+		sizeBytes: fileSize,
+		mtimeMs,
+		headerLength,
+		dataOffset,
+		tensors: parsed.tensors,
+		byName: parsed.byName,
+		metadata: parsed.metadata,
+	};
+}
+
+async function readExactly(handle: FileHandle, length: number, position: number, filePath: string): Promise<Buffer> {
+	const buffer = Buffer.allocUnsafe(length);
+	let filled = 0;
+	while (filled < length) {
+		const {bytesRead} = await handle.read(buffer, filled, length - filled, position + filled);
+		if (bytesRead === 0) {
+			throw new LoraFileError(filePath, `file ended at byte ${position + filled} while reading ${length} bytes at ${position} (truncated or being written)`);
+		}
+
+		filled += bytesRead;
+	}
+
+	return buffer;
+}
+
+/** One-line reason for an OS error (ENOENT, EACCES, ELOOP...), shared by every reader of files. */
+export function errnoReason(error: unknown): string {
+	const code = (error as NodeJS.ErrnoException | undefined)?.code;
+	switch (code) {
+		case 'ENOENT': {
+			return 'file not found';
+		}
+
+		case 'EACCES':
+		case 'EPERM': {
+			return 'permission denied';
+		}
+
+		case 'EISDIR': {
+			return 'is a directory';
+		}
+
+		case 'ELOOP': {
+			return 'symbolic link loop';
+		}
+
+		default: {
+			return code ? `cannot read (${code})` : 'cannot read';
+		}
+	}
+}
+
+/**
+ * Open a file handle, turning OS errors into one-line LoraFileErrors. O_NONBLOCK keeps a FIFO
+ * named `*.safetensors` from blocking the open forever (it has no effect on regular files).
+ */
+export async function openForRead(filePath: string): Promise<FileHandle> {
+	try {
+		return await open(filePath, constants.O_RDONLY | constants.O_NONBLOCK);
+	} catch (error) {
+		throw new LoraFileError(filePath, errnoReason(error));
+	}
+}
+
+/**
+ * Read and validate only the header of a .safetensors file: 8 bytes of length, then N bytes of JSON.
+ * Tensor data is never touched.
+ */
+export async function readHeader(filePath: string): Promise<SafetensorsHeader> {
+	const handle = await openForRead(filePath);
+	try {
+		return await readHeaderFromHandle(handle, filePath);
+	} finally {
+		await handle.close();
+	}
+}
+
+export async function readHeaderFromHandle(handle: FileHandle, filePath: string): Promise<SafetensorsHeader> {
+	let stats;
+	try {
+		stats = await handle.stat();
+	} catch (error) {
+		throw new LoraFileError(filePath, errnoReason(error));
+	}
+
+	if (stats.isDirectory()) {
+		throw new LoraFileError(filePath, 'is a directory');
+	}
+
+	if (!stats.isFile()) {
+		throw new LoraFileError(filePath, 'not a regular file (device, FIFO or socket)');
+	}
+
+	const fileSize = stats.size;
+	const headLength = Math.min(fileSize, 32);
+	let head: Buffer;
+	try {
+		head = await readExactly(handle, headLength, 0, filePath);
+	} catch (error) {
+		if (error instanceof LoraFileError) {
+			throw error;
+		}
+
+		throw new LoraFileError(filePath, errnoReason(error));
+	}
+
+	const kind = sniffFileKind(head, filePath);
+	const kindReason = describeKind(kind);
+	if (kindReason) {
+		throw new LoraFileError(filePath, kindReason);
+	}
+
+	if (fileSize < 8) {
+		throw new LoraFileError(filePath, `file is ${fileSize} bytes, too short for a safetensors header`);
+	}
+
+	const declared = head.readBigUInt64LE(0);
+	if (declared < 2n) {
+		throw new LoraFileError(filePath, `header length ${declared} is too small`);
+	}
+
+	if (declared > BigInt(maxHeaderBytes)) {
+		throw new LoraFileError(filePath, `header length ${declared} exceeds the ${maxHeaderBytes / 1024 / 1024} MB limit`);
+	}
+
+	const headerLength = Number(declared);
+	if (headerLength > fileSize - 8) {
+		throw new LoraFileError(filePath, `header length ${headerLength} is larger than the file (${fileSize} bytes)`);
+	}
+
+	let headerBytes: Buffer;
+	try {
+		headerBytes = await readExactly(handle, headerLength, 8, filePath);
+	} catch (error) {
+		if (error instanceof LoraFileError) {
+			throw error;
+		}
+
+		throw new LoraFileError(filePath, errnoReason(error));
+	}
+
+	return parseHeaderBytes(filePath, headerBytes, fileSize, stats.mtimeMs);
+}
+
+/**
+ * Positioned, lazy tensor reads from one open file. Each read fetches only that tensor's bytes.
+ */
+export class TensorReader {
+	/**
+	 * Open the header's file for tensor reads. Refuses a file whose size changed since the header
+	 * was read (replaced or truncated meanwhile), since the offsets would point at other bytes.
+	 */
+	static async open(header: SafetensorsHeader): Promise<TensorReader> {
+		const handle = await openForRead(header.path);
+		let size: number;
+		try {
+			size = (await handle.stat()).size;
+		} catch (error) {
+			await handle.close().catch(() => undefined);
+			throw new LoraFileError(header.path, errnoReason(error));
+		}
+
+		if (size !== header.sizeBytes) {
+			await handle.close().catch(() => undefined);
+			throw new LoraFileError(header.path, `file changed since its header was read (${header.sizeBytes} → ${size} bytes)`);
+		}
+
+		return new TensorReader(header, handle);
+	}
+
+	readonly header: SafetensorsHeader;
+	private readonly handle: FileHandle;
+
+	private constructor(header: SafetensorsHeader, handle: FileHandle) {
+		this.header = header;
+		this.handle = handle;
+	}
+
+	info(name: string): TensorInfo {
+		const info = this.header.byName.get(name);
+		if (!info) {
+			throw new LoraFileError(this.header.path, `no tensor named ${JSON.stringify(name.slice(0, 80))}`);
+		}
+
+		return info;
+	}
+
+	/** Raw little-endian bytes of one tensor. */
+	async readRaw(name: string): Promise<Buffer> {
+		const info = this.info(name);
+		try {
+			return await readExactly(this.handle, info.end - info.begin, this.header.dataOffset + info.begin, this.header.path);
+		} catch (error) {
+			if (error instanceof LoraFileError) {
+				throw error;
+			}
+
+			throw new LoraFileError(this.header.path, errnoReason(error));
+		}
+	}
+
+	/** One tensor decoded to float32. */
+	async read(name: string): Promise<Float32Array> {
+		const info = this.info(name);
+		return decodeToFloat32(await this.readRaw(name), info.dtype);
+	}
+
+	/** A contiguous byte range of the data area, for hashing and copying. */
+	async readDataRange(begin: number, length: number): Promise<Buffer> {
+		const dataSize = this.header.sizeBytes - this.header.dataOffset;
+		if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > dataSize) {
+			throw new LoraFileError(this.header.path, `byte range ${begin}+${length} is outside the data area (${dataSize} bytes)`);
+		}
+
+		try {
+			return await readExactly(this.handle, length, this.header.dataOffset + begin, this.header.path);
+		} catch (error) {
+			if (error instanceof LoraFileError) {
+				throw error;
+			}
+
+			throw new LoraFileError(this.header.path, errnoReason(error));
+		}
+	}
+
+	async close(): Promise<void> {
+		await this.handle.close();
+	}
+}
+
+/** Convenience for one-off reads: open, read one tensor, close. */
+export async function readTensor(header: SafetensorsHeader, name: string): Promise<Float32Array> {
+	const reader = await TensorReader.open(header);
+	try {
+		return await reader.read(name);
+	} finally {
+		await reader.close();
+	}
+}
+
+/** One safe line describing any thrown value (control characters escaped). */
+export function errorReason(error: unknown): string {
+	if (error instanceof LoraFileError) {
+		return error.reason;
+	}
+
+	if (error instanceof Error) {
+		return oneLine(error.message.split('\n')[0] || error.name || 'unknown error');
+	}
+
+	return oneLine(String(error).split('\n')[0] ?? '');
+}

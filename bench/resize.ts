@@ -195,7 +195,7 @@ async function replanLatency(input: Input, quick: boolean): Promise<void> {
 		['spn_ckpt size 5…100 MiB', Array.from({length: 20}, (_, i) => parseRecipe(`spn_ckpt=1,size=${5 * (i + 1)}`))],
 	];
 	row(['slider', 'steps', 'median ms', 'p95 ms', 'max ms']);
-	row(['---', '---:', '---:', '---:', '---:']);
+	row(['---', '---', '---:', '---:', '---:', '---:']);
 	for (const [label, sequence] of steps) {
 		// One untimed pass: the preview's first step after opening also pays JIT warm-up once.
 		for (const method of sequence) {
@@ -284,11 +284,16 @@ async function ensureSd15Base(): Promise<string> {
 	return file;
 }
 
-async function recipeRun(lora: string, base: string, out: string, cacheDir: string, device: string): Promise<number> {
+/** A checkpoint recipe as the bench runs it, and the base norms it needs (fro_ckpt alone: ‖W‖_F only). */
+type BenchRecipe = {text: string; need: 'frobenius' | 'both'};
+const spnRecipe: BenchRecipe = {text: 'spn_ckpt=1,thr=-1.2', need: 'both'};
+const froRecipe: BenchRecipe = {text: 'fro_ckpt=1,thr=-3.5', need: 'frobenius'};
+
+async function recipeRun(lora: string, base: string, out: string, cacheDir: string, device: string, recipe: string): Promise<number> {
 	const env = {...process.env, ['LORASCOPE_CACHE_DIR']: cacheDir};
 	const started = performance.now();
 	await new Promise<void>((resolve, reject) => {
-		const child = spawn(process.execPath, [...cliCommand(), 'resize', lora, '--recipe', 'spn_ckpt=1,thr=-1.2', '--base', base, '-o', out, '--overwrite', '--device', device], {cwd: root, env, stdio: ['ignore', 'ignore', 'pipe']});
+		const child = spawn(process.execPath, [...cliCommand(), 'resize', lora, '--recipe', recipe, '--base', base, '-o', out, '--overwrite', '--device', device], {cwd: root, env, stdio: ['ignore', 'ignore', 'pipe']});
 		let stderr = '';
 		child.stderr.on('data', (chunk: Buffer) => {
 			stderr += chunk.toString();
@@ -300,11 +305,11 @@ async function recipeRun(lora: string, base: string, out: string, cacheDir: stri
 }
 
 /**
- * The base-norms job alone (cold, then from the disk cache), and `lorascope resize --recipe
- * spn_ckpt=1,thr=-1.2 --base` end to end with an empty norms cache and with it filled: the two
- * figures elias-gaeros was measured on.
+ * The base-norms job alone (cold, then from the disk cache), and `lorascope resize --recipe <recipe>
+ * --base` end to end with an empty norms cache and with it filled: the two figures elias-gaeros was
+ * measured on.
  */
-async function baseNorms(lora: string, base: string, label: string, device: 'cpu' | 'cuda', peer?: {cold: number; warm: number}): Promise<void> {
+async function baseNorms(lora: string, base: string, label: string, device: 'cpu' | 'cuda', recipe: BenchRecipe, peer?: {cold: number; warm: number}): Promise<void> {
 	const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'lorascope-bench-norms-'));
 	const cliCache = await mkdtemp(path.join(os.tmpdir(), 'lorascope-bench-norms-cli-'));
 	const out = await mkdtemp(path.join(os.tmpdir(), 'lorascope-bench-recipe-'));
@@ -313,16 +318,17 @@ async function baseNorms(lora: string, base: string, label: string, device: 'cpu
 		const {size} = await stat(base);
 		await client.device();
 		const coldStart = performance.now();
-		const cold = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir}).promise;
+		const cold = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need}).promise;
 		const coldSeconds = (performance.now() - coldStart) / 1000;
 		const warmStart = performance.now();
-		const warm = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir}).promise;
+		const warm = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need}).promise;
 		const warmSeconds = (performance.now() - warmStart) / 1000;
 		await client.close();
-		const recipeCold = await recipeRun(lora, base, out, cliCache, device);
-		const recipeWarm = await recipeRun(lora, base, out, cliCache, device);
+		const recipeCold = await recipeRun(lora, base, out, cliCache, device, recipe.text);
+		const recipeWarm = await recipeRun(lora, base, out, cliCache, device, recipe.text);
 		row([
 			label,
+			recipe.text,
 			(size / 1e6).toFixed(0),
 			`${Object.keys(cold.norms).length} / ${cold.unmapped.length}`,
 			coldSeconds.toFixed(2),
@@ -352,25 +358,29 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 
 	await replanLatency(inputs.find(i => i.arch === 'sdxl')!, quick);
 
-	console.log('\n### Base-checkpoint norms (σ_max by Lanczos on the engine kernels, ‖W‖_F) and a spn_ckpt recipe with --base');
-	row(['base', 'MB', 'mapped / unmapped', 'norms cold s', 'MB/s', 'norms cached', 'recipe cold s', 'recipe cached s', 'elias-gaeros cold / cached']);
+	console.log('\n### Base-checkpoint norms (‖W‖_F streamed; σ_max by Lanczos on the engine kernels for spn_ckpt) and the recipe end to end with --base');
+	row(['base', 'recipe', 'MB', 'mapped / unmapped', 'norms cold s', 'MB/s', 'norms cached', 'recipe cold s', 'recipe cached s', 'elias-gaeros cold / cached']);
 	row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---']);
 	const sd15Base = await ensureSd15Base();
 	for (const device of devices) {
-		await baseNorms(inputs[0]!.file, sd15Base, `SD1.5 targets (generated F16), ${device}`, device);
+		for (const recipe of [froRecipe, spnRecipe]) {
+			await baseNorms(inputs[0]!.file, sd15Base, `SD1.5 targets (generated F16), ${device}`, device, recipe);
+		}
 	}
 
 	const peerSd15Base = path.join(dataDir, 'sd15_base_lora_targets.safetensors');
 	const peerSd15 = inputs.find(i => i.peer && i.arch === 'sd15');
 	if (existsSync(peerSd15Base) && peerSd15) {
-		await baseNorms(peerSd15.file, peerSd15Base, 'SD1.5 base targets (make_lora.py)', 'cpu');
+		await baseNorms(peerSd15.file, peerSd15Base, 'SD1.5 base targets (make_lora.py)', 'cpu', spnRecipe);
 	}
 
 	const peerBase = path.join(dataDir, 'sdxl_base_lora_targets.safetensors');
 	const peerLora = inputs.find(i => i.peer && i.arch === 'sdxl');
 	if (existsSync(peerBase) && peerLora && !quick) {
-		// elias-gaeros figures: spn_ckpt=1,thr=-1.2, no norms cache / cache present (../shared/bench-inputs/README.md).
-		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', {cold: 64.21, warm: 2.01});
+		// elias-gaeros figures, no norms cache / cache present (../shared/bench-inputs/README.md): its
+		// default fro_ckpt=1,thr=-3.5, and spn_ckpt=1,thr=-1.2.
+		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', froRecipe, {cold: 5.51, warm: 2.63});
+		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', spnRecipe, {cold: 64.21, warm: 2.01});
 	} else {
 		console.log(`(SDXL base ${existsSync(peerBase) ? 'skipped in --quick' : 'sdxl_base_lora_targets.safetensors not in bench-data/ (make_lora.py base sdxl)'})`);
 	}

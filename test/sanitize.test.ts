@@ -117,8 +117,9 @@ test('a 10 MB value is truncated quickly', () => {
 	const plainMs = performance.now() - start;
 	assert.equal(out.length, 80);
 	assert.ok(out.endsWith('\u2026'));
-	// It stops after 81 characters, so this is microseconds; the bound only guards against a full scan.
-	assert.ok(plainMs < 50, `took ${plainMs.toFixed(1)} ms`);
+	// It stops after 81 characters, so this is microseconds. The generous bounds here are no speed
+	// test: they only catch a scan that goes quadratic (minutes), even on a loaded CI machine.
+	assert.ok(plainMs < 500, `took ${plainMs.toFixed(1)} ms`);
 
 	// Hostile bulk: every character needs work, and sequences carry no width, so the scan runs on.
 	const nasty = '\x1b[31m\u009b\x00\u202e'.repeat(1024 * 1024);
@@ -127,13 +128,13 @@ test('a 10 MB value is truncated quickly', () => {
 	const nastyMs = performance.now() - start;
 	assertInert(out2);
 	assert.ok(displayWidth(out2) <= 80);
-	assert.ok(nastyMs < 500, `took ${nastyMs.toFixed(1)} ms`);
+	assert.ok(nastyMs < 5000, `took ${nastyMs.toFixed(1)} ms`);
 
 	const onlySequences = '\x1b[0m'.repeat(2 * 1024 * 1024) + 'end';
 	start = performance.now();
 	assert.equal(sanitizeLine(onlySequences, 80), 'end');
 	const seqMs = performance.now() - start;
-	assert.ok(seqMs < 2000, `took ${seqMs.toFixed(1)} ms`);
+	assert.ok(seqMs < 20_000, `took ${seqMs.toFixed(1)} ms`);
 
 	start = performance.now();
 	const full = sanitizeText(big);

@@ -1,6 +1,7 @@
-// A folder of 1,000 LoRAs: the list is on screen within a second (names, sizes and times come from
-// the folder listing; headers load afterwards, a few at a time), and moving the selection while the
-// headers load answers at once: keys never wait on disk.
+// A folder of 1,000 LoRAs: the list is on screen before the headers are read (names, sizes and times
+// come from the folder listing; headers load afterwards, a few at a time), and moving the selection
+// while the headers load answers at once: keys never wait on disk. Behaviour only: the seconds are
+// printed as diagnostics, and `npm run bench -- core` measures them (timed asserts flake on a loaded CI).
 import './helpers/production-react.js';
 import assert from 'node:assert/strict';
 import {link} from 'node:fs/promises';
@@ -30,25 +31,24 @@ after(async () => {
 	await folder.remove();
 });
 
-test(`${count} files: the list within a second, keys answered while headers load`, async t => {
+test(`${count} files: the list before the headers, keys answered while headers load`, async t => {
 	const started = performance.now();
 	// No JSX in this file: tsx compiles test JSX for React's development runtime, and React runs in production here.
 	app = renderInTerminal(createElement(Root, {folder: folder.dir, env: {unicode: true, color: false}, watch: false}), {columns: 120, rows: 40});
 	const listed = await app.waitFor(f => plain(f).includes(`${count + 1} files`) && plain(f).includes('lora-0000'));
 	const listMs = performance.now() - started;
-	assert.ok(listMs < 1000, `the list took ${listMs.toFixed(0)} ms`);
 	assert.ok(plain(listed).includes(' 1/1001'));
+	// Progressive: every row is listed while most headers are still unread (1,001 take seconds).
+	assert.match(plain(listed), /loading/, 'the list waited for the headers');
 
-	// While headers are still loading, j moves the selection right away.
-	const loadingNow = plain(app.lastFrame()).includes('loading');
+	// While headers are still loading, j moves the selection: the move lands before loading ends.
 	const keyStart = performance.now();
 	const moved = await app.pressAndWait(f => plain(f).includes(' 4/1001'), 'j', 'j', 'j');
 	const keyMs = performance.now() - keyStart;
-	assert.ok(keyMs < 250, `moving the selection took ${keyMs.toFixed(0)} ms`);
-	assert.ok(plain(moved).length > 0);
+	assert.match(plain(moved), /loading/, 'the key presses waited for the headers');
 
 	await app.waitFor(f => !plain(f).includes('loading') && plain(f).includes('headers read in'), 60_000);
 	const allMs = performance.now() - started;
 	const shown = /headers read in (\S+) s/.exec(plain(app.lastFrame()))?.[1];
-	t.diagnostic(`list on screen after ${listMs.toFixed(0)} ms; 3 key presses answered in ${keyMs.toFixed(0)} ms${loadingNow ? ' while headers were loading' : ''}; all ${count + 1} headers read after ${(allMs / 1000).toFixed(2)} s (app says ${shown} s)`);
+	t.diagnostic(`list on screen after ${listMs.toFixed(0)} ms; 3 key presses answered in ${keyMs.toFixed(0)} ms while headers were loading; all ${count + 1} headers read after ${(allMs / 1000).toFixed(2)} s (app says ${shown} s)`);
 });

@@ -2,6 +2,7 @@
 // architecture the metadata claims. Weights win: metadata is untrusted and sometimes wrong
 // (the real ai-toolkit Flux file says sd_1.5).
 import type {Arch, Component} from './types.js';
+import {mostCommon} from './most-common.js';
 
 /** What arch detection needs to know about one module. */
 export type ArchProbe = {
@@ -27,22 +28,6 @@ const crossAttentionArch: ReadonlyMap<number, Arch> = new Map([
 	[1024, 'sd2'],
 	[2048, 'sdxl'],
 ]);
-
-function mostCommon<T>(values: T[]): T | undefined {
-	const counts = new Map<T, number>();
-	let best: T | undefined;
-	let bestCount = 0;
-	for (const value of values) {
-		const count = (counts.get(value) ?? 0) + 1;
-		counts.set(value, count);
-		if (count > bestCount) {
-			best = value;
-			bestCount = count;
-		}
-	}
-
-	return best;
-}
 
 /** Decide the base architecture from module names and shapes only. */
 export function detectArchFromWeights(modules: readonly ArchProbe[]): ArchResult {

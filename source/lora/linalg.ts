@@ -53,7 +53,8 @@ export function gramRowsSync(m: Float32Array, rows: number, cols: number): Float
 	return out;
 }
 
-function mirrorUpper(out: Float64Array, n: number): void {
+/** Copies the upper triangle of an n×n row-major matrix into the lower one. */
+export function mirrorUpper(out: Float64Array, n: number): void {
 	for (let i = 0; i < n; i++) {
 		for (let j = 0; j < i; j++) {
 			out[(i * n) + j] = out[(j * n) + i]!;

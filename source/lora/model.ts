@@ -33,6 +33,7 @@ import type {
 	NetworkType,
 	SafetensorsHeader,
 } from './types.js';
+import {mostCommon} from './most-common.js';
 
 /** Values of 0-d `alpha` tensors by tensor key (see loadLoraModel / alphaTensorKeys). */
 export type AlphaValues = ReadonlyMap<string, number>;
@@ -723,22 +724,6 @@ function resolveAlpha(
 	return {alpha: rank, alphaSource: 'default', scale: 1};
 }
 
-function mostCommon(values: number[]): number | null {
-	const counts = new Map<number, number>();
-	let best: number | null = null;
-	let bestCount = 0;
-	for (const value of values) {
-		const count = (counts.get(value) ?? 0) + 1;
-		counts.set(value, count);
-		if (count > bestCount) {
-			best = value;
-			bestCount = count;
-		}
-	}
-
-	return best;
-}
-
 const lycorisOnlyAlgos = new Set<ModuleAlgo>(['locon-tucker', 'loha', 'lokr', 'ia3', 'glora', 'boft', 'full', 'norm']);
 
 function keyStyleOf(drafts: Draft[], metadata: Readonly<Record<string, string>>): KeyStyle {
@@ -951,8 +936,8 @@ export function buildLoraModel(header: SafetensorsHeader, alphaValues?: AlphaVal
 			archEvidence: evidence,
 			metadataArch: claimed?.arch ?? null,
 			modules,
-			rank: mostCommon(factorModules.map(m => m.rank!)),
-			alpha: mostCommon(factorModules.filter(m => m.alpha !== null).map(m => m.alpha!)),
+			rank: mostCommon(factorModules.map(m => m.rank!)) ?? null,
+			alpha: mostCommon(factorModules.filter(m => m.alpha !== null).map(m => m.alpha!)) ?? null,
 			dtype: dominantDtype(header),
 			unknownTensors: unknown,
 			warnings: warnings.lines(),

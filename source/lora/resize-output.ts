@@ -19,6 +19,7 @@ import type {ResizeMethod, ResizePlan, PlannedModule} from './resize-plan.js';
 import {describeMethod} from './resize-plan.js';
 import type {DType, LoraModel, LoraModule, SafetensorsHeader} from './types.js';
 import type {TensorToWrite} from './writer.js';
+import {mostCommon} from './most-common.js';
 
 export type ModuleFactors = {
 	/** outDim×k row-major, orthonormal columns. */
@@ -409,22 +410,6 @@ export function resizedMetadata(
 	}
 
 	return metadata;
-}
-
-function mostCommon(values: readonly number[]): number | undefined {
-	const counts = new Map<number, number>();
-	let best: number | undefined;
-	let bestCount = 0;
-	for (const value of values) {
-		const count = (counts.get(value) ?? 0) + 1;
-		counts.set(value, count);
-		if (count > bestCount) {
-			best = value;
-			bestCount = count;
-		}
-	}
-
-	return best;
 }
 
 /**

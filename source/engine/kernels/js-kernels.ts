@@ -1,85 +1,15 @@
 // Plain-JS kernels: the fallback when onnxruntime cannot load, and the reference the tests
 // compare the onnxruntime kernels with. Products of float32 values are exact in float64, so the
 // Grams here are accurate to float64 rounding.
+import {gramColsSync, gramRowsSync, mirrorUpper} from '../../lora/linalg.js';
 import {checkLength, toFloat32, type EngineKernels} from './types.js';
 
-export function gramColsJs(m: Float32Array, rows: number, cols: number): Float64Array {
-	checkLength('gramCols', m, rows * cols);
-	const out = new Float64Array(cols * cols);
-	for (let r = 0; r < rows; r++) {
-		const base = r * cols;
-		for (let i = 0; i < cols; i++) {
-			const value = m[base + i]!;
-			if (value === 0) {
-				continue;
-			}
-
-			const row = i * cols;
-			for (let j = i; j < cols; j++) {
-				out[row + j]! += value * m[base + j]!;
-			}
-		}
-	}
-
-	mirrorUpper(out, cols);
-	return out;
-}
-
-export function gramRowsJs(m: Float32Array, rows: number, cols: number): Float64Array {
-	checkLength('gramRows', m, rows * cols);
-	const out = new Float64Array(rows * rows);
-	for (let i = 0; i < rows; i++) {
-		const a = i * cols;
-		for (let j = i; j < rows; j++) {
-			const b = j * cols;
-			let sum = 0;
-			for (let k = 0; k < cols; k++) {
-				sum += m[a + k]! * m[b + k]!;
-			}
-
-			out[(i * rows) + j] = sum;
-		}
-	}
-
-	mirrorUpper(out, rows);
-	return out;
-}
-
-function mirrorUpper(out: Float64Array, n: number): void {
-	for (let i = 0; i < n; i++) {
-		for (let j = 0; j < i; j++) {
-			out[(i * n) + j] = out[(j * n) + i]!;
-		}
-	}
-}
-
-export function matmulJs(a: Float32Array, aRows: number, aCols: number, b: Float32Array, bCols: number): Float32Array {
-	checkLength('matmul a', a, aRows * aCols);
-	checkLength('matmul b', b, aCols * bCols);
-	const out = new Float32Array(aRows * bCols);
-	const row = new Float64Array(bCols);
-	for (let i = 0; i < aRows; i++) {
-		row.fill(0);
-		for (let k = 0; k < aCols; k++) {
-			const value = a[(i * aCols) + k]!;
-			if (value === 0) {
-				continue;
-			}
-
-			const base = k * bCols;
-			for (let j = 0; j < bCols; j++) {
-				row[j]! += value * b[base + j]!;
-			}
-		}
-
-		out.set(row, i * bCols);
-	}
-
-	return out;
-}
+// The Grams are the statistics' own (source/lora/linalg.ts): one implementation, one set of tests.
+export const gramColsJs = gramColsSync;
+export const gramRowsJs = gramRowsSync;
 
 /** Float64 product of two row-major matrices given as any numeric arrays, rounded to float32. */
-export function matmulF64Js(a: ArrayLike<number>, aRows: number, aCols: number, b: ArrayLike<number>, bCols: number): Float32Array {
+export function matmulJs(a: ArrayLike<number>, aRows: number, aCols: number, b: ArrayLike<number>, bCols: number): Float32Array {
 	checkLength('matmul a', a, aRows * aCols);
 	checkLength('matmul b', b, aCols * bCols);
 	const out = new Float32Array(aRows * bCols);
@@ -200,8 +130,8 @@ export const jsKernels: EngineKernels = {
 	matmul: async (a, aRows, aCols, b, bCols) => matmulJs(a, aRows, aCols, b, bCols),
 	productGramCols: async (a, aRows, aCols, b, bCols) => gramCols64(matmul64(toFloat32(a), aRows, aCols, b, bCols), aRows, bCols),
 	productGramRows: async (a, aRows, aCols, b, bCols) => gramRows64(matmul64(a, aRows, aCols, toFloat32(b), bCols), aRows, bCols),
-	mulF32F64: async (a, aRows, aCols, b, bCols) => matmulF64Js(toFloat32(a), aRows, aCols, b, bCols),
-	mulF64F32: async (a, aRows, aCols, b, bCols) => matmulF64Js(a, aRows, aCols, toFloat32(b), bCols),
+	mulF32F64: async (a, aRows, aCols, b, bCols) => matmulJs(toFloat32(a), aRows, aCols, b, bCols),
+	mulF64F32: async (a, aRows, aCols, b, bCols) => matmulJs(a, aRows, aCols, toFloat32(b), bCols),
 	matvec: async (a, rows, cols, x) => matvecJs(a, rows, cols, x),
 	matvecT: async (a, rows, cols, y) => matvecTJs(a, rows, cols, y),
 	async dispose() {

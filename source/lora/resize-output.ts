@@ -17,7 +17,7 @@
 import {decodeToFloat32, encodeFromFloat32} from './dtypes.js';
 import type {ResizeMethod, ResizePlan, PlannedModule} from './resize-plan.js';
 import {describeMethod} from './resize-plan.js';
-import type {DType, LoraModel, LoraModule, SafetensorsHeader} from './types.js';
+import type {DType, LoraModel, LoraModule, ModuleSpectrum, SafetensorsHeader} from './types.js';
 import type {TensorToWrite} from './writer.js';
 import {mostCommon} from './most-common.js';
 
@@ -470,4 +470,29 @@ export function rewriteAdapterMetadata(json: string, modules: ReadonlyArray<Pick
 	}
 
 	return JSON.stringify(object);
+}
+
+/** Bytes of the tensors the output copies unchanged: everything but the factors and alphas of resizable modules. */
+export function copiedBytesOf(header: SafetensorsHeader, model: LoraModel, spectra: readonly ModuleSpectrum[]): number {
+	const resizable = new Set(spectra.filter(s => s.resizable).map(s => s.name));
+	const factorKeys = new Set<string>();
+	for (const module of model.modules) {
+		if (resizable.has(module.name)) {
+			for (const role of ['down', 'up', 'alpha']) {
+				const key = module.tensors[role];
+				if (key !== undefined) {
+					factorKeys.add(key);
+				}
+			}
+		}
+	}
+
+	let bytes = 0;
+	for (const tensor of header.tensors) {
+		if (!factorKeys.has(tensor.name)) {
+			bytes += tensor.end - tensor.begin;
+		}
+	}
+
+	return bytes;
 }

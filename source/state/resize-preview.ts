@@ -16,6 +16,7 @@ import {
 	type ResizePlan,
 } from '../lora/resize-plan.js';
 import type {DecompositionSummary, LoraModel, ModuleSpectrum, SafetensorsHeader} from '../lora/types.js';
+import {copiedBytesOf} from '../lora/resize-output.js';
 import {
 	recipeChoices,
 	resizeChoices,
@@ -339,31 +340,6 @@ function loaderSpectra(spectra: readonly ModuleSpectrum[], model: LoraModel | un
 		const factor = Math.abs(scale / spectrum.scale);
 		return {...spectrum, scale, alpha: fromMetadata ? module.rank : module.alpha, singularValues: spectrum.singularValues.map(v => v * factor)};
 	});
-}
-
-/** Bytes of the tensors the output copies unchanged: everything but the factors and alphas of resizable modules. */
-function copiedBytesOf(header: SafetensorsHeader, model: LoraModel, spectra: readonly ModuleSpectrum[]): number {
-	const resizable = new Set(spectra.filter(s => s.resizable).map(s => s.name));
-	const factorKeys = new Set<string>();
-	for (const module of model.modules) {
-		if (resizable.has(module.name)) {
-			for (const role of ['down', 'up', 'alpha']) {
-				const key = module.tensors[role];
-				if (key !== undefined) {
-					factorKeys.add(key);
-				}
-			}
-		}
-	}
-
-	let bytes = 0;
-	for (const tensor of header.tensors) {
-		if (!factorKeys.has(tensor.name)) {
-			bytes += tensor.end - tensor.begin;
-		}
-	}
-
-	return bytes;
 }
 
 export type PreparedPreview = {input: PlanInput; options: PlanOptions};

@@ -9,7 +9,7 @@ import path from 'node:path';
 import {decodeToFloat32} from '../../lora/dtypes.js';
 import {computeFileHashes, sshsHashesFor} from '../../lora/hashes.js';
 import {loadLoraModel} from '../../lora/model.js';
-import {assembleOutput, resizedMetadata, type WrittenModule} from '../../lora/resize-output.js';
+import {assembleOutput, copiedBytesOf, resizedMetadata, type WrittenModule} from '../../lora/resize-output.js';
 import {outputPath, planResize, preparePlanInput, type BaseNorm, type ResizeMethod, type ResizePlan} from '../../lora/resize-plan.js';
 import {readHeader, TensorReader} from '../../lora/safetensors.js';
 import type {LoraModel, ModuleSpectrum, SafetensorsHeader} from '../../lora/types.js';
@@ -164,30 +164,6 @@ function resultNotes(plan: ResizePlan, model: LoraModel): string[] {
 function describeCopied(spectra: readonly ModuleSpectrum[]): string {
 	const algos = [...new Set(spectra.filter(s => !s.resizable).map(s => s.algo))];
 	return algos.length === 0 ? 'not resizable' : algos.join('/');
-}
-
-function copiedBytesOf(header: SafetensorsHeader, model: LoraModel, spectra: readonly ModuleSpectrum[]): number {
-	const resizable = new Set(spectra.filter(s => s.resizable).map(s => s.name));
-	const factorKeys = new Set<string>();
-	for (const module of model.modules) {
-		if (resizable.has(module.name)) {
-			for (const role of ['down', 'up', 'alpha']) {
-				const key = module.tensors[role];
-				if (key !== undefined) {
-					factorKeys.add(key);
-				}
-			}
-		}
-	}
-
-	let bytes = 0;
-	for (const tensor of header.tensors) {
-		if (!factorKeys.has(tensor.name)) {
-			bytes += tensor.end - tensor.begin;
-		}
-	}
-
-	return bytes;
 }
 
 /** Data areas up to this size are read whole (outputs are smaller still, and are built in memory). */

@@ -195,7 +195,7 @@ async function replanLatency(input: Input, quick: boolean): Promise<void> {
 		['spn_ckpt size 5…100 MiB', Array.from({length: 20}, (_, i) => parseRecipe(`spn_ckpt=1,size=${5 * (i + 1)}`))],
 	];
 	row(['slider', 'steps', 'median ms', 'p95 ms', 'max ms']);
-	row(['---', '---', '---:', '---:', '---:', '---:']);
+	row(['---', '---:', '---:', '---:', '---:']);
 	for (const [label, sequence] of steps) {
 		// One untimed pass: the preview's first step after opening also pays JIT warm-up once.
 		for (const method of sequence) {
@@ -285,9 +285,11 @@ async function ensureSd15Base(): Promise<string> {
 }
 
 /** A checkpoint recipe as the bench runs it, and the base norms it needs (fro_ckpt alone: ‖W‖_F only). */
-type BenchRecipe = {text: string; need: 'frobenius' | 'both'};
+type BenchRecipe = {text: string; need: 'frobenius' | 'both'; subspace?: true};
 const spnRecipe: BenchRecipe = {text: 'spn_ckpt=1,thr=-1.2', need: 'both'};
 const froRecipe: BenchRecipe = {text: 'fro_ckpt=1,thr=-3.5', need: 'frobenius'};
+// subspace scores |uᵢᵀ·W·vᵢ| per singular value: the job decomposes the LoRA and reads every mapped weight.
+const subspaceRecipe: BenchRecipe = {text: 'subspace=0.5,fro_ckpt=0.5,thr=-1.5', need: 'frobenius', subspace: true};
 
 async function recipeRun(lora: string, base: string, out: string, cacheDir: string, device: string, recipe: string): Promise<number> {
 	const env = {...process.env, ['LORASCOPE_CACHE_DIR']: cacheDir};
@@ -318,10 +320,10 @@ async function baseNorms(lora: string, base: string, label: string, device: 'cpu
 		const {size} = await stat(base);
 		await client.device();
 		const coldStart = performance.now();
-		const cold = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need}).promise;
+		const cold = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need, ...(recipe.subspace ? {subspace: true} : {})}).promise;
 		const coldSeconds = (performance.now() - coldStart) / 1000;
 		const warmStart = performance.now();
-		const warm = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need}).promise;
+		const warm = await client.run('base-norms', {basePath: base, loraPath: lora, cacheDir, need: recipe.need, ...(recipe.subspace ? {subspace: true} : {})}).promise;
 		const warmSeconds = (performance.now() - warmStart) / 1000;
 		await client.close();
 		const recipeCold = await recipeRun(lora, base, out, cliCache, device, recipe.text);
@@ -360,10 +362,10 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 
 	console.log('\n### Base-checkpoint norms (‖W‖_F streamed; σ_max by Lanczos on the engine kernels for spn_ckpt) and the recipe end to end with --base');
 	row(['base', 'recipe', 'MB', 'mapped / unmapped', 'norms cold s', 'MB/s', 'norms cached', 'recipe cold s', 'recipe cached s', 'elias-gaeros cold / cached']);
-	row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---']);
+	row(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---']);
 	const sd15Base = await ensureSd15Base();
 	for (const device of devices) {
-		for (const recipe of [froRecipe, spnRecipe]) {
+		for (const recipe of [froRecipe, spnRecipe, subspaceRecipe]) {
 			await baseNorms(inputs[0]!.file, sd15Base, `SD1.5 targets (generated F16), ${device}`, device, recipe);
 		}
 	}
@@ -381,6 +383,7 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 		// default fro_ckpt=1,thr=-3.5, and spn_ckpt=1,thr=-1.2.
 		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', froRecipe, {cold: 5.51, warm: 2.63});
 		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', spnRecipe, {cold: 64.21, warm: 2.01});
+		await baseNorms(peerLora.file, peerBase, 'SDXL base targets (make_lora.py, 5.4 GiB)', 'cpu', subspaceRecipe);
 	} else {
 		console.log(`(SDXL base ${existsSync(peerBase) ? 'skipped in --quick' : 'sdxl_base_lora_targets.safetensors not in bench-data/ (make_lora.py base sdxl)'})`);
 	}

@@ -26,8 +26,9 @@ const usage = `Usage:
 
 kohya methods follow sd-scripts resize_lora (dynamic methods keep one more singular value than
 needed; --rank caps them, --conv-rank caps every conv module). Recipes follow elias-gaeros
-resize_lora: spn_lora, fro_lora, spn_ckpt, fro_ckpt, params weights with thr=<log10> or
-size=<MiB>; spn_ckpt / fro_ckpt need --base. Output: <name>_<method><param>.safetensors next to
+resize_lora: spn_lora, fro_lora, spn_ckpt, fro_ckpt, subspace, params weights with thr=<log10>
+or size=<MiB>; spn_ckpt / fro_ckpt / subspace need --base (subspace scores each singular value
+by |uᵢᵀ·W_base·vᵢ|, which reads every mapped base weight). Output: <name>_<method><param>.safetensors next to
 the source (or in -o dir), same key names and dtype as the input, never over an existing file
 unless --overwrite.
 `;
@@ -186,6 +187,11 @@ export function baseNormsNeed(methods: readonly ResizeMethod[]): BaseNormsNeed {
 	return methods.some(m => m.method === 'recipe' && m.weights.spn_ckpt !== 0) ? 'both' : 'frobenius';
 }
 
+/** Whether any recipe scores by uᵢᵀ·W_base·vᵢ (base-norms job with subspace: true). */
+export function needsSubspace(methods: readonly ResizeMethod[]): boolean {
+	return methods.some(m => m.method === 'recipe' && Math.abs(m.weights.subspace) > 1e-6);
+}
+
 /** One status line on a terminal: rewritten in place, throttled, cleared at the end. */
 class ProgressLine {
 	private readonly enabled: boolean;
@@ -253,7 +259,7 @@ type FileReport = {
 	source: string;
 	device: string;
 	outputs: Array<ResizeWriteResult | {method: string; error: string}>;
-	base?: {path: string; need: BaseNormsNeed; cached: boolean; seconds: number; unmapped: string[]};
+	base?: {path: string; need: BaseNormsNeed; subspace?: boolean; cached: boolean; seconds: number; unmapped: string[]};
 	error?: string;
 };
 
@@ -337,9 +343,10 @@ export async function run(argv: string[]): Promise<number> {
 			try {
 				if (options.base !== undefined) {
 					const need = baseNormsNeed(options.methods);
-					const base: BaseNormsResult = await runJob(`${name}: base norms`, onProgress => client.run('base-norms', {basePath: options.base!, loraPath: file, need}, {onProgress}));
+					const subspace = needsSubspace(options.methods);
+					const base: BaseNormsResult = await runJob(`${name}: base norms`, onProgress => client.run('base-norms', {basePath: options.base!, loraPath: file, need, ...(subspace ? {subspace} : {})}, {onProgress}));
 					baseNorms = base.norms;
-					report.base = {path: options.base, need, cached: base.cached, seconds: base.seconds, unmapped: base.unmapped};
+					report.base = {path: options.base, need, ...(subspace ? {subspace} : {}), cached: base.cached, seconds: base.seconds, unmapped: base.unmapped};
 					if (!options.json && base.unmapped.length > 0) {
 						process.stderr.write(`${name}: ${base.unmapped.length} modules have no weight in the base checkpoint (kept at full rank), e.g. ${sanitizeLine(base.unmapped[0]!, 100)}\n`);
 					}
@@ -367,7 +374,7 @@ export async function run(argv: string[]): Promise<number> {
 					const result: ResizeWriteResult = await runJob(`${name}: ${describeMethod(method)}`, onProgress => client.run('resize-write', {
 						path: file,
 						method,
-						...(baseNorms ? {baseNorms} : {}),
+						...(baseNorms ? {baseNorms, basePath: options.base!} : {}),
 						...(options.outDir === undefined ? {} : {outDir: options.outDir}),
 						...(options.dtype === undefined ? {} : {dtype: options.dtype}),
 						overwrite: options.overwrite,

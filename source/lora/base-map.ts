@@ -33,6 +33,11 @@ export type BaseSlice = {
 	/** Rows and flattened columns of the (sliced) weight. */
 	outDim: number;
 	inDim: number;
+	/**
+	 * Stored as x·P (OpenCLIP's `text_projection`): the module's weight W is this tensor's
+	 * transpose. Norms do not care; uᵢᵀ·W·vᵢ does.
+	 */
+	transposed?: boolean;
 };
 
 export type BaseMapModule = {
@@ -456,6 +461,7 @@ export function mapModulesToBase(modules: readonly BaseMapModule[], baseTensors:
 				rows,
 				outDim: rows ? rows[1] - rows[0] : tensor.shape[0]!,
 				inDim: flatColumns(tensor.shape),
+				...(candidate.transposeOk ? {transposed: true} : {}),
 			};
 			const list = index.get(id) ?? [];
 			list.push(slice);

@@ -26,7 +26,9 @@
 // kept iff score > thr; `size=M` picks thr greedily so the factor bytes fit M MiB (elias' exact
 // rule: sort descending, thr = score at the first index whose cumulative cost reaches the target,
 // keep strictly greater; −∞ when everything fits). Modules with S_0 < 1e-6 are dropped as elias
-// does. The `subspace` term needs uᵢᵀ·W_base·vᵢ per singular value and is not supported.
+// does. The `subspace` term is per singular value: |uᵢᵀ·W_base·vᵢ| (BaseNorm.subspace, from the
+// base-norms job with `subspace: true`), so with it a module's scores are no longer in S order and
+// the kept set is elias' mask, not necessarily the first k values (PlannedModule.keptIndices).
 // Modules a ckpt term cannot score (no base weight mapped) keep their full rank and are listed
 // in `unscored`; their bytes come off a size budget first.
 //
@@ -60,13 +62,22 @@ export type ResizeMethod =
 	};
 
 /** `spectral` is NaN where only ‖W‖_F was computed (base-norms job with need 'frobenius'). */
-export type BaseNorm = {spectral: number; frobenius: number};
+export type BaseNorm = {
+	spectral: number;
+	frobenius: number;
+	/**
+	 * |uᵢᵀ·W_base·vᵢ| for each singular triplet of the LoRA module's scale·up·down, in the order of
+	 * its singular values (descending), for the `subspace` term; set by the base-norms job when
+	 * asked with `subspace: true` (these depend on the LoRA, not only on the checkpoint).
+	 */
+	subspace?: readonly number[];
+};
 export type BaseNorms = Readonly<Record<string, BaseNorm>>;
 
 export type PlanOptions = {
 	/** Output dtype of the factor tensors; default each module's own. */
 	dtype?: DType;
-	/** Base checkpoint norms per module name, for the spn_ckpt / fro_ckpt recipe terms. */
+	/** Base checkpoint norms per module name, for the spn_ckpt / fro_ckpt / subspace recipe terms. */
 	base?: BaseNorms;
 	/** Modules that must keep rank ≥ 1 when they have a non-zero value (DoRA). */
 	keepAtLeastOne?: Iterable<string>;
@@ -105,6 +116,11 @@ export type PlannedModule = {
 	sumRetained: number;
 	/** Relative Frobenius error of the effective update: √(1 − froRetained²). */
 	error: number;
+	/**
+	 * Indices (ascending, into the descending spectrum) of the singular values kept, present only
+	 * when they are not the first rankAfter ones (a `subspace` recipe scores values out of S order).
+	 */
+	keptIndices?: number[];
 	/** S_0 / S_{k−1}: how far down the spectrum the cut is (1 when k ≤ 1). */
 	maxRatio: number;
 	/** Estimated tensor bytes before / after (factor tensors + alpha). */
@@ -377,11 +393,7 @@ export function validateMethod(method: ResizeMethod, options: PlanOptions = {}):
 		case 'recipe': {
 			const sum = recipeTerms.reduce((s, term) => s + method.weights[term], 0);
 			if (!recipeTerms.every(term => Number.isFinite(method.weights[term])) || Math.abs(sum) < minRecipeWeight) {
-				throw new ResizeMethodError('a recipe needs at least one score weight (spn_lora, fro_lora, spn_ckpt, fro_ckpt, params)');
-			}
-
-			if (Math.abs(method.weights.subspace) > minRecipeWeight) {
-				throw new ResizeMethodError('the recipe term "subspace" (uᵢᵀ·W·vᵢ against the base) is not supported');
+				throw new ResizeMethodError('a recipe needs at least one score weight (spn_lora, fro_lora, spn_ckpt, fro_ckpt, subspace, params)');
 			}
 
 			if (method.thr === undefined && method.size === undefined) {
@@ -400,9 +412,15 @@ export function validateMethod(method: ResizeMethod, options: PlanOptions = {}):
 				throw new ResizeMethodError('rescale must be a number > 0');
 			}
 
-			const needsBase = Math.abs(method.weights.spn_ckpt) > minRecipeWeight || Math.abs(method.weights.fro_ckpt) > minRecipeWeight;
+			const needsBase = (['spn_ckpt', 'fro_ckpt', 'subspace'] as const).some(term => Math.abs(method.weights[term]) > minRecipeWeight);
 			if (needsBase && !options.base) {
-				throw new ResizeMethodError('spn_ckpt / fro_ckpt need the base checkpoint (--base <checkpoint.safetensors>)');
+				throw new ResizeMethodError('spn_ckpt / fro_ckpt / subspace need the base checkpoint (--base <checkpoint.safetensors>)');
+			}
+
+			// Checked on the whole set: a single module without values is only left unscored.
+			const norms = options.base ? Object.values(options.base) : [];
+			if (Math.abs(method.weights.subspace) > minRecipeWeight && norms.length > 0 && norms.every(norm => !norm.subspace)) {
+				throw new ResizeMethodError('subspace needs uᵢᵀ·W·vᵢ per singular value, but these base norms hold none (base-norms computed without subspace: true)');
 			}
 
 			// Frobenius-only base norms would otherwise leave every module silently unscored.
@@ -443,9 +461,11 @@ function recipeOffset(module: PreparedModule, weights: RecipeWeights, rescale: n
 
 	const needsSpn = Math.abs(weights.spn_ckpt) > minRecipeWeight;
 	const needsFro = Math.abs(weights.fro_ckpt) > minRecipeWeight;
-	if (needsSpn || needsFro) {
+	const needsSubspace = Math.abs(weights.subspace) > minRecipeWeight;
+	if (needsSpn || needsFro || needsSubspace) {
 		const norm = base?.[module.spectrum.name];
-		if (!norm || (needsSpn && !(norm.spectral > 0)) || (needsFro && !(norm.frobenius > 0))) {
+		if (!norm || (needsSpn && !(norm.spectral > 0)) || (needsFro && !(norm.frobenius > 0))
+			|| (needsSubspace && norm.subspace?.length !== n)) {
 			return null;
 		}
 
@@ -496,6 +516,30 @@ export function selectSizeThreshold(scores: Float64Array, costs: Float64Array, t
 	}
 
 	return Number.NEGATIVE_INFINITY;
+}
+
+/**
+ * |uᵢᵀ·W·vᵢ| below this counts as this: log10 of an exact zero would make the score +∞ (elias
+ * computes it in torch, where such a value is always kept), and an infinite score would break the
+ * size selection. 1e-30 keeps the value (its score is ~30·w above any real one) with finite scores.
+ */
+const subspaceFloor = 1e-30;
+
+/**
+ * The scores of a module under a recipe with a `subspace` term, sorted descending, and for each
+ * its index in the spectrum: score_j = log10 S_j − offset − w·log10|uⱼᵀ·W·vⱼ|.
+ */
+function subspaceScores(module: PreparedModule, offset: number, weight: number, subspace: readonly number[]): {scores: Float64Array; order: Int32Array} {
+	const n = module.sv.length;
+	const raw = new Float64Array(n);
+	for (let j = 0; j < n; j++) {
+		const d = Math.abs(subspace[j]!);
+		raw[j] = module.log10Sv[j]! - offset - (weight * Math.log10(d > subspaceFloor ? d : subspaceFloor));
+	}
+
+	// Stable on ties: equal scores keep spectrum order.
+	const order = Int32Array.from({length: n}, (_, j) => j).sort((a, b) => raw[b]! - raw[a]! || a - b);
+	return {scores: Float64Array.from(order, j => raw[j]!), order};
 }
 
 type ScoredModule = {log10Sv: Float64Array; offset: number; cost: number};
@@ -596,13 +640,24 @@ export function planResize(input: PlanInput | readonly ModuleSpectrum[], method:
 	const ranks = new Int32Array(prepared.modules.length);
 	const kohyaRanks: Array<number | undefined> = [];
 	const unscored: string[] = [];
+	/** Kept spectrum indices of modules whose kept set is not the first ranks[i] values. */
+	const masks: Array<number[] | undefined> = [];
 	let threshold: number | null = null;
 
 	if (method.method === 'recipe') {
 		const rescale = method.rescale ?? 1;
+		const subspaceWeight = Math.abs(method.weights.subspace) > minRecipeWeight ? method.weights.subspace : 0;
 		const offsets: Array<number | null> = prepared.modules.map(module => (module.sv.length > 0 && module.sv[0]! >= eliasMinSv
 			? recipeOffset(module, method.weights, rescale, options.base)
 			: Number.NaN));
+		// With a subspace term each module's scores, sorted descending, stand in for its log10 S
+		// (offset 0), so the same threshold searches apply; `order` maps them back to the spectrum.
+		const perValue = prepared.modules.map((module, i) => {
+			const offset = offsets[i];
+			return subspaceWeight === 0 || offset === null || offset === undefined || Number.isNaN(offset)
+				? undefined
+				: subspaceScores(module, offset, subspaceWeight, options.base![module.spectrum.name]!.subspace!);
+		});
 		if (method.size === undefined) {
 			threshold = method.thr!;
 		} else {
@@ -611,8 +666,11 @@ export function planResize(input: PlanInput | readonly ModuleSpectrum[], method:
 			prepared.modules.forEach((module, i) => {
 				const offset = offsets[i];
 				const cost = elementSize(module, options.dtype) * (module.spectrum.outDim + module.spectrum.inDim);
+				const values = perValue[i];
 				if (offset === null) {
 					target -= module.sv.length * cost;
+				} else if (values) {
+					scored.push({log10Sv: values.scores, offset: 0, cost});
 				} else if (offset !== undefined && !Number.isNaN(offset)) {
 					scored.push({log10Sv: module.log10Sv, offset, cost});
 				}
@@ -622,11 +680,19 @@ export function planResize(input: PlanInput | readonly ModuleSpectrum[], method:
 
 		prepared.modules.forEach((module, i) => {
 			const offset = offsets[i];
+			const values = perValue[i];
 			if (offset === null) {
 				unscored.push(module.spectrum.name);
 				ranks[i] = module.sv.length;
 			} else if (offset === undefined || Number.isNaN(offset)) {
 				ranks[i] = 0;
+			} else if (values) {
+				const k = countScoresAbove(values.scores, 0, threshold!);
+				ranks[i] = k;
+				const kept = Array.from(values.order.subarray(0, k)).sort((a, b) => a - b);
+				if (kept.length > 0 && kept.at(-1) !== k - 1) {
+					masks[i] = kept;
+				}
 			} else {
 				ranks[i] = countScoresAbove(module.log10Sv, offset, threshold!);
 			}
@@ -645,7 +711,7 @@ export function planResize(input: PlanInput | readonly ModuleSpectrum[], method:
 		}
 	});
 
-	return summarize(prepared, method, options, ranks, kohyaRanks, unscored, threshold);
+	return summarize(prepared, method, options, ranks, kohyaRanks, unscored, threshold, masks);
 }
 
 function factorBytes(spectrum: ModuleSpectrum, rank: number, elemSize: number): number {
@@ -661,6 +727,7 @@ function summarize(
 	kohyaRanks: ReadonlyArray<number | undefined>,
 	unscored: string[],
 	threshold: number | null,
+	masks: ReadonlyArray<readonly number[] | undefined> = [],
 ): ResizePlan {
 	const modules: PlannedModule[] = [];
 	const blocks = new Map<string, PlannedBlock & {energy: number; kept: number}>();
@@ -687,9 +754,23 @@ function summarize(
 		const before = spectrum.rank ?? 0;
 		let planned: PlannedModule;
 		if (spectrum.resizable) {
-			const keptSq = k > 0 ? module.cum2[k - 1]! : 0;
+			const mask = masks[i];
+			let keptSq = k > 0 ? module.cum2[k - 1]! : 0;
+			let keptSum = k > 0 ? module.cum[k - 1]! : 0;
+			let smallest = k > 0 ? module.sv[k - 1]! : 0;
+			if (mask) {
+				keptSq = 0;
+				keptSum = 0;
+				for (const j of mask) {
+					keptSq += module.sv[j]! ** 2;
+					keptSum += module.sv[j]!;
+				}
+
+				smallest = module.sv[mask.at(-1)!]!;
+			}
+
 			const froRetained = module.total2 > 0 ? Math.sqrt(keptSq / module.total2) : 1;
-			const sumRetained = module.total > 0 ? (k > 0 ? module.cum[k - 1]! : 0) / module.total : 1;
+			const sumRetained = module.total > 0 ? keptSum / module.total : 1;
 			const action: ModuleAction = k === 0 ? 'remove' : (k >= n && k === before ? 'keep' : 'resize');
 			planned = {
 				name: spectrum.name,
@@ -704,10 +785,14 @@ function summarize(
 				froRetained,
 				sumRetained,
 				error: Math.sqrt(Math.max(0, 1 - (froRetained * froRetained))),
-				maxRatio: k > 1 ? module.sv[0]! / module.sv[k - 1]! : 1,
+				maxRatio: k > 1 ? module.sv[0]! / smallest : 1,
 				bytesBefore: factorBytes(spectrum, before, sourceElem),
 				bytesAfter: factorBytes(spectrum, k, outElem),
 			};
+			if (mask) {
+				planned.keptIndices = [...mask];
+			}
+
 			if (kohyaRanks[i] !== undefined) {
 				planned.kohyaRank = kohyaRanks[i];
 			}
@@ -852,7 +937,7 @@ export function normalizeRecipeWeights(weights: Partial<RecipeWeights>): RecipeW
 	const out = {...emptyWeights(), ...weights};
 	const sum = recipeTerms.reduce((s, term) => s + out[term], 0);
 	if (Math.abs(sum) < minRecipeWeight || !Number.isFinite(sum)) {
-		throw new ResizeMethodError('a recipe needs at least one score weight (spn_lora, fro_lora, spn_ckpt, fro_ckpt, params)');
+		throw new ResizeMethodError('a recipe needs at least one score weight (spn_lora, fro_lora, spn_ckpt, fro_ckpt, subspace, params)');
 	}
 
 	for (const term of recipeTerms) {

@@ -7,6 +7,13 @@
 // at read speed and loads no kernels. The cache remembers per slice which norms it holds; a later
 // 'both' request computes only the missing σ_max values.
 //
+// With subspace: true it also computes, for the `subspace` recipe term, |uᵢᵀ·W·vᵢ| for every
+// singular triplet of each mapped module's scale·up·down (U = up·leftMap, Vt = rightMap·down from
+// the LoRA's cached decomposition, computed first if needed): W·downᵀ on the engine kernels
+// (float64 accumulation), then Z = upᵀ·(W·downᵀ) (rank×rank) and dᵢ = leftMap[:,i]ᵀ·Z·rightMap[i,:]ᵀ
+// in float64, never forming U or V. These depend on the LoRA, so they stay out of the disk cache
+// (kept in the engine's in-memory cache, keyed by both files' path + size + mtime).
+//
 // σ_max: Golub–Kahan–Lanczos bidiagonalisation with full reorthogonalisation, its matrix-vector
 // products on the engine kernels (onnxruntime), stopped when the largest Ritz value settles to
 // 1e-6 relative (error ≈ 1e-6). elias-gaeros uses torch.svd_lowrank(q=1, niter=64) (64 power steps); Lanczos
@@ -24,9 +31,11 @@ import {errnoReason, LoraFileError, openForRead, readHeader, TensorReader} from 
 import type {DType, SafetensorsHeader} from '../../lora/types.js';
 import {writeFileAtomic} from '../../lora/writer.js';
 import type {JobContext} from '../job-context.js';
+import type {ModuleFactorization} from '../kernels/decompose.js';
 import {getEngineKernels} from '../kernels/index.js';
 import type {EngineKernels} from '../kernels/types.js';
 import {registerJob} from '../registry.js';
+import {decompositionOf} from './decompose.js';
 
 /** Which base norms a caller needs: fro_ckpt alone needs only ‖W‖_F; spn_ckpt needs σ_max too. */
 export type BaseNormsNeed = 'frobenius' | 'both';
@@ -41,6 +50,8 @@ export type BaseNormsParams = {
 	 * result has `spectral` NaN wherever the cache does not already hold σ_max.
 	 */
 	need?: BaseNormsNeed;
+	/** Also compute BaseNorm.subspace (|uᵢᵀ·W·vᵢ| per singular value) for every mapped module. */
+	subspace?: boolean;
 };
 
 export type BaseNormsResult = {
@@ -49,13 +60,14 @@ export type BaseNormsResult = {
 	unmapped: string[];
 	unmappedReasons: Record<string, string>;
 	seconds: number;
-	/** True when every norm came from the disk cache. */
+	/** True when every norm came from the disk cache (and the subspace values, if asked, from memory). */
 	cached: boolean;
 	/**
-	 * Base slices whose ‖W‖_F / σ_max this run computed (the rest came from the disk cache).
+	 * Base slices whose ‖W‖_F / σ_max this run computed (the rest came from the disk cache), and
+	 * with subspace: true the modules whose uᵢᵀ·W·vᵢ it computed (0 when held in memory).
 	 * Always set by the job; optional so hand-built results (fakes in tests) need not carry it.
 	 */
-	computed?: {frobenius: number; spectral: number};
+	computed?: {frobenius: number; spectral: number; subspace?: number};
 	device: string;
 };
 
@@ -515,7 +527,7 @@ async function baseNormsJob(params: BaseNormsParams, ctx: JobContext): Promise<B
 		return ia.begin - ib.begin || (a.rows?.[0] ?? 0) - (b.rows?.[0] ?? 0);
 	});
 	const sliceBytes = (slice: BaseSlice) => slice.outDim * slice.inDim * dtypeSize[base.byName.get(slice.key)!.dtype];
-	const computed = {frobenius: 0, spectral: 0};
+	const computed: NonNullable<BaseNormsResult['computed']> = {frobenius: 0, spectral: 0};
 	let device = 'cached';
 	let lastSave = performance.now();
 	// A long first run keeps what it computed even if it is cancelled later.
@@ -581,6 +593,21 @@ async function baseNormsJob(params: BaseNormsParams, ctx: JobContext): Promise<B
 		}
 	}
 
+	let subspaceCached = true;
+	if (params.subspace) {
+		const {values, computed: count} = await subspaceValues(lora, base, mapping.targets, norms, ctx);
+		computed.subspace = count;
+		subspaceCached = count === 0;
+		for (const [name, list] of values) {
+			norms[name] = {...norms[name]!, subspace: list};
+		}
+
+		if (count > 0 && device === 'cached') {
+			const kernels = await getEngineKernels(ctx.device, ctx.log);
+			device = kernels.backend === 'js' ? 'cpu (plain JS)' : kernels.device;
+		}
+	}
+
 	const unmappedReasons: Record<string, string> = {};
 	for (const {name, reason} of mapping.unmapped) {
 		unmappedReasons[name] = reason;
@@ -591,10 +618,172 @@ async function baseNormsJob(params: BaseNormsParams, ctx: JobContext): Promise<B
 		unmapped: mapping.unmapped.map(u => u.name),
 		unmappedReasons,
 		seconds: (performance.now() - started) / 1000,
-		cached: ordered.length === 0,
+		cached: ordered.length === 0 && subspaceCached,
 		computed,
 		device,
 	};
+}
+
+const subspaceCachePrefix = 'base-subspace\0';
+
+function subspaceCacheKey(lora: SafetensorsHeader, base: SafetensorsHeader): string {
+	return `${subspaceCachePrefix}${JSON.stringify([lora.path, lora.sizeBytes, lora.mtimeMs, base.path, base.sizeBytes, base.mtimeMs])}`;
+}
+
+/**
+ * uᵢᵀ·W·vᵢ for every singular triplet of one module, with U = up·leftMap and Vt = rightMap·down
+ * (see kernels/decompose.ts): d = diag(leftMapᵀ·(upᵀ·W·downᵀ)·rightMapᵀ). `weight` is the base
+ * slice as stored (slice.outDim×slice.inDim), the transpose of the module's W when `transposed`.
+ */
+export async function subspaceDiagonal(
+	factorization: ModuleFactorization,
+	up: Float32Array,
+	down: Float32Array,
+	weight: Float32Array,
+	transposed: boolean,
+	kernels: Pick<EngineKernels, 'mulF32F64' | 'mulF64F32'>,
+): Promise<Float64Array> {
+	const {outDim, rank, inDim} = factorization;
+	// wd = W·downᵀ (outDim×rank), float64 accumulation on the kernels.
+	let wd: Float32Array;
+	if (transposed) {
+		// W = Pᵀ with P inDim×outDim: W·downᵀ = (down·P)ᵀ.
+		const downP = await kernels.mulF64F32(Float64Array.from(down), rank, inDim, weight, outDim);
+		wd = new Float32Array(outDim * rank);
+		for (let a = 0; a < rank; a++) {
+			for (let o = 0; o < outDim; o++) {
+				wd[(o * rank) + a] = downP[(a * outDim) + o]!;
+			}
+		}
+	} else {
+		const downT = new Float64Array(inDim * rank);
+		for (let a = 0; a < rank; a++) {
+			for (let c = 0; c < inDim; c++) {
+				downT[(c * rank) + a] = down[(a * inDim) + c]!;
+			}
+		}
+
+		wd = await kernels.mulF32F64(weight, outDim, inDim, downT, rank);
+	}
+
+	// z = upᵀ·wd (rank×rank) in float64.
+	const z = new Float64Array(rank * rank);
+	for (let o = 0; o < outDim; o++) {
+		for (let a = 0; a < rank; a++) {
+			const value = up[(o * rank) + a]!;
+			if (value === 0) {
+				continue;
+			}
+
+			for (let b = 0; b < rank; b++) {
+				z[(a * rank) + b]! += value * wd[(o * rank) + b]!;
+			}
+		}
+	}
+
+	const total = factorization.singularValues.length;
+	const d = new Float64Array(total);
+	for (let i = 0; i < total; i++) {
+		let sum = 0;
+		for (let a = 0; a < rank; a++) {
+			const left = factorization.leftMap[(a * total) + i]!;
+			if (left === 0) {
+				continue;
+			}
+
+			let row = 0;
+			for (let b = 0; b < rank; b++) {
+				row += z[(a * rank) + b]! * factorization.rightMap[(i * rank) + b]!;
+			}
+
+			sum += left * row;
+		}
+
+		d[i] = sum;
+	}
+
+	return d;
+}
+
+/**
+ * |uᵢᵀ·W·vᵢ| per mapped module that has a base norm (float weights), [] for modules with no
+ * non-zero singular value. Reads the base slices in file order; `computed` is 0 on a cache hit.
+ */
+async function subspaceValues(
+	lora: SafetensorsHeader,
+	base: SafetensorsHeader,
+	targets: ReadonlyMap<string, BaseSlice>,
+	norms: Readonly<Record<string, BaseNorm>>,
+	ctx: JobContext,
+): Promise<{values: Map<string, number[]>; computed: number}> {
+	const key = subspaceCacheKey(lora, base);
+	const hit = ctx.cache.get(key) as Map<string, number[]> | undefined;
+	if (hit) {
+		return {values: hit, computed: 0};
+	}
+
+	const decomposition = await decompositionOf(lora, ctx);
+	const model = buildLoraModel(lora);
+	const modules = new Map(model.modules.map(m => [m.name, m]));
+	const values = new Map<string, number[]>();
+	const todo: Array<[string, BaseSlice]> = [];
+	for (const [name, slice] of targets) {
+		if (!Object.hasOwn(norms, name)) {
+			continue;
+		}
+
+		if (decomposition.factors.has(name) && modules.get(name)?.tensors['up'] !== undefined && modules.get(name)?.tensors['down'] !== undefined) {
+			todo.push([name, slice]);
+		} else {
+			values.set(name, []);
+		}
+	}
+
+	todo.sort(([, a], [, b]) => base.byName.get(a.key)!.begin - base.byName.get(b.key)!.begin || (a.rows?.[0] ?? 0) - (b.rows?.[0] ?? 0));
+	if (todo.length > 0) {
+		const kernels = await getEngineKernels(ctx.device, ctx.log);
+		const baseReader = await TensorReader.open(base);
+		const loraReader = await TensorReader.open(lora);
+		let bytesDone = 0;
+		try {
+			for (const [index, [name, slice]] of todo.entries()) {
+				await ctx.yield();
+				const module = modules.get(name)!;
+				const factorization = decomposition.factors.get(name)!;
+				const info = base.byName.get(slice.key)!;
+				const rowBytes = slice.inDim * dtypeSize[info.dtype];
+				const start = info.begin + ((slice.rows?.[0] ?? 0) * rowBytes);
+				const weight = decodeToFloat32(await baseReader.readDataRange(start, slice.outDim * rowBytes), info.dtype);
+				const upKey = module.tensors['up']!;
+				const downKey = module.tensors['down']!;
+				const up = decodeToFloat32(await loraReader.readRaw(upKey), lora.byName.get(upKey)!.dtype);
+				const down = decodeToFloat32(await loraReader.readRaw(downKey), lora.byName.get(downKey)!.dtype);
+				const transposed = slice.transposed === true;
+				if (up.length !== factorization.outDim * factorization.rank || down.length !== factorization.rank * factorization.inDim
+					|| weight.length !== factorization.outDim * factorization.inDim) {
+					// Shapes the factorisation does not describe: no values, so the module stays unscored.
+					values.set(name, []);
+					continue;
+				}
+
+				const d = await subspaceDiagonal(factorization, up, down, weight, transposed, kernels);
+				values.set(name, Array.from(d, Math.abs));
+				bytesDone += slice.outDim * rowBytes;
+				ctx.progress(index + 1, todo.length, `subspace ${name}`, bytesDone);
+			}
+		} finally {
+			await Promise.all([baseReader.close(), loraReader.close()]);
+		}
+	}
+
+	// At most a few LoRA/base pairs (each a number per singular value of every module).
+	const older = [...ctx.cache.keys()].filter(k => k.startsWith(subspaceCachePrefix));
+	for (const stale of older.slice(0, Math.max(0, older.length - 3))) {
+		ctx.cache.delete(stale);
+	}
+
+	ctx.cache.set(key, values);
+	return {values, computed: todo.length};
 }
 
 async function saveCache(file: string, checkpoint: string, sizeBytes: number, mtimeMs: number, norms: ReadonlyMap<string, CachedNorm>): Promise<void> {

@@ -296,4 +296,21 @@ async function decomposeJob(params: {path: string; device?: Device}, ctx: JobCon
 	return decomposition.summary;
 }
 
+/**
+ * The decomposition of a file, from the engine cache or computed now as the 'decompose' job would
+ * (for jobs that need the singular vectors: resize-write, base-norms with subspace).
+ */
+export async function decompositionOf(header: SafetensorsHeader, ctx: JobContext): Promise<CachedDecomposition> {
+	let cached = getCachedDecomposition(ctx.cache, header.path, header.sizeBytes, header.mtimeMs);
+	if (!cached) {
+		await decomposeJob({path: header.path}, ctx);
+		cached = getCachedDecomposition(ctx.cache, header.path, header.sizeBytes, header.mtimeMs);
+		if (!cached) {
+			throw new Error('decomposition did not produce a result');
+		}
+	}
+
+	return cached;
+}
+
 registerJob('decompose', decomposeJob);

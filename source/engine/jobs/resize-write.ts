@@ -17,13 +17,13 @@ import {TargetExistsError, writeSafetensorsAtomic} from '../../lora/writer.js';
 import type {JobContext} from '../job-context.js';
 import {getEngineKernels} from '../kernels/index.js';
 import {moduleVectors} from '../kernels/decompose.js';
-import {getJobHandler, registerJob} from '../registry.js';
-import {getCachedDecomposition, type CachedDecomposition} from './decompose.js';
+import {registerJob} from '../registry.js';
+import {decompositionOf} from './decompose.js';
 
 export type ResizeWriteParams = {
 	path: string;
 	method: ResizeMethod;
-	/** σ_max / ‖W‖_F of the base weights per module (job 'base-norms'), for ckpt recipe terms. */
+	/** σ_max / ‖W‖_F (and |uᵢᵀWvᵢ|) of the base weights per module (job 'base-norms'), for ckpt recipe terms. */
 	baseNorms?: Record<string, BaseNorm>;
 	/** The checkpoint baseNorms came from: named in the output's `lorascope_resize` record. */
 	basePath?: string;
@@ -79,25 +79,6 @@ async function exists(file: string): Promise<boolean> {
 	} catch {
 		return false;
 	}
-}
-
-/** The decomposition of a file, from the engine cache or computed now by the 'decompose' job. */
-async function decompositionOf(header: SafetensorsHeader, ctx: JobContext): Promise<CachedDecomposition> {
-	let cached = getCachedDecomposition(ctx.cache, header.path, header.sizeBytes, header.mtimeMs);
-	if (!cached) {
-		const decompose = getJobHandler('decompose');
-		if (!decompose) {
-			throw new Error('the decompose job is not registered');
-		}
-
-		await decompose({path: header.path}, ctx);
-		cached = getCachedDecomposition(ctx.cache, header.path, header.sizeBytes, header.mtimeMs);
-		if (!cached) {
-			throw new Error('decomposition did not produce a result');
-		}
-	}
-
-	return cached;
 }
 
 /**
@@ -230,6 +211,7 @@ async function resizeWriteJob(params: ResizeWriteParams, ctx: JobContext): Promi
 
 		const kernels = await getEngineKernels(ctx.device, ctx.log);
 		const device = kernels.backend === 'js' ? 'cpu (plain JS)' : kernels.device;
+		const masks = new Map(plan.modules.filter(m => m.keptIndices).map(m => [m.name, m.keptIndices!]));
 		const assembled = await assembleOutput(header, model, plan, {
 			readRaw,
 			async factors(module, k) {
@@ -243,9 +225,13 @@ async function resizeWriteJob(params: ResizeWriteParams, ctx: JobContext): Promi
 				const downKey = module.tensors['down']!;
 				const up = {dtype: header.byName.get(upKey)!.dtype, bytes: await readRaw(upKey)};
 				const down = {dtype: header.byName.get(downKey)!.dtype, bytes: await readRaw(downKey)};
-				const {u, vt} = await moduleVectors(factorization, up, down, kernels, k);
+				// A subspace recipe may keep triplets out of S order (elias' mask): exactly those.
+				const mask = masks.get(module.name);
+				const {u, vt} = await moduleVectors(factorization, up, down, kernels, mask ?? k);
 				const fix = scaleFixes.get(module.name) ?? 1;
-				const singularValues = Array.from(factorization.singularValues.subarray(0, k), v => v * fix);
+				const singularValues = mask
+					? mask.map(j => factorization.singularValues[j]! * fix)
+					: Array.from(factorization.singularValues.subarray(0, k), v => v * fix);
 				await ctx.yield();
 				return {u, vt, singularValues};
 			},

@@ -311,7 +311,8 @@ export async function factorizeModule(
 }
 
 /**
- * U (outDim×keep) and Vt (keep×inDim) of the first `keep` singular triplets. The products are
+ * U (outDim×keep) and Vt (keep×inDim) of the first `keep` singular triplets (or of the triplets
+ * at the indices `keep` lists). The products are
  * accumulated in float64: with ill-conditioned factors up·leftMap cancels heavily, and float32
  * accumulation would cost the small triplets their orthonormality.
  */
@@ -320,19 +321,37 @@ export async function moduleVectors(
 	up: MatrixInput,
 	down: MatrixInput,
 	kernels: Pick<EngineKernels, 'mulF32F64' | 'mulF64F32'>,
-	keep = factorization.singularValues.length,
+	keep: number | readonly number[] = factorization.singularValues.length,
 ): Promise<{u: Float32Array; vt: Float32Array}> {
 	const {outDim, rank, inDim} = factorization;
 	const total = factorization.singularValues.length;
-	const k = Math.max(0, Math.min(keep, total));
+	// `keep`: the first `keep` triplets, or these indices (a subspace recipe's mask), in this order.
+	let columns: number[] | null = null;
+	let k: number;
+	if (typeof keep === 'number') {
+		k = Math.max(0, Math.min(keep, total));
+	} else {
+		columns = keep.filter(j => Number.isInteger(j) && j >= 0 && j < total);
+		k = columns.length;
+	}
+
 	const left = new Float64Array(rank * k);
 	for (let i = 0; i < rank; i++) {
 		for (let j = 0; j < k; j++) {
-			left[(i * k) + j] = factorization.leftMap[(i * total) + j]!;
+			left[(i * k) + j] = factorization.leftMap[(i * total) + (columns ? columns[j]! : j)]!;
 		}
 	}
 
-	const right = factorization.rightMap.slice(0, k * rank);
+	let right: Float64Array;
+	if (columns) {
+		right = new Float64Array(k * rank);
+		for (const [j, column] of columns.entries()) {
+			right.set(factorization.rightMap.subarray(column * rank, (column + 1) * rank), j * rank);
+		}
+	} else {
+		right = factorization.rightMap.slice(0, k * rank);
+	}
+
 	const [u, vt] = await Promise.all([kernels.mulF32F64(up, outDim, rank, left, k), kernels.mulF64F32(right, k, rank, down, inDim)]);
 	return {u, vt};
 }

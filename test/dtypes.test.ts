@@ -89,18 +89,35 @@ test('F16 encoding rounds to nearest, ties to even, across subnormals, normals a
 	// Between each pair of adjacent non-negative halves: the midpoint goes to the even code,
 	// anything just off the midpoint to the nearer one. Midpoints need 12 significant bits, so
 	// they are exact in float32.
+	// The same cases through encodeFromFloat32, whose array path has its own inline normal range.
+	const inputs: number[] = [];
+	const expected: number[] = [];
+	const check = (value: number, bits: number, what: string): void => {
+		assert.equal(floatToHalfBits(value), bits, what);
+		inputs.push(value);
+		expected.push(bits);
+	};
+
 	for (let bits = 0; bits < 0x7c_00; bits++) {
 		const low = half(bits);
 		const high = half(bits + 1 === 0x7c_00 ? 0x7c_00 : bits + 1);
 		const upper = bits + 1 === 0x7c_00 ? 65_536 : high; // Overflow threshold: the next exponent's value
 		const mid = (low + upper) / 2;
 		const even = bits % 2 === 0 ? bits : bits + 1;
-		assert.equal(floatToHalfBits(mid), even, `midpoint after 0x${bits.toString(16)}`);
-		assert.equal(floatToHalfBits(-mid), 0x80_00 | even, `negative midpoint after 0x${bits.toString(16)}`);
+		check(mid, even, `midpoint after 0x${bits.toString(16)}`);
+		check(-mid, 0x80_00 | even, `negative midpoint after 0x${bits.toString(16)}`);
 		const below = Math.fround(mid - ((upper - low) / 8));
 		const above = Math.fround(mid + ((upper - low) / 8));
-		assert.equal(floatToHalfBits(below), bits, `just below midpoint after 0x${bits.toString(16)}`);
-		assert.equal(floatToHalfBits(above), bits + 1, `just above midpoint after 0x${bits.toString(16)}`);
+		check(below, bits, `just below midpoint after 0x${bits.toString(16)}`);
+		check(above, bits + 1, `just above midpoint after 0x${bits.toString(16)}`);
+		check(low, bits, `exact 0x${bits.toString(16)}`);
+	}
+
+	const encoded = new Uint16Array(encodeFromFloat32(Float32Array.from(inputs), 'F16').buffer);
+	for (const [i, bits] of expected.entries()) {
+		if (encoded[i] !== bits) {
+			assert.fail(`encodeFromFloat32 ${inputs[i]}: 0x${encoded[i]!.toString(16)}, expected 0x${bits.toString(16)}`);
+		}
 	}
 
 	assert.equal(floatToHalfBits(65_504), 0x7b_ff);

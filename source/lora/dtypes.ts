@@ -249,6 +249,35 @@ export function floatToHalfBits(value: number): number {
 	return sign | half;
 }
 
+/**
+ * float32 → float16 bits for a whole array. Values in the normal float16 range take an inline path
+ * on the float32 bits (the same round-to-nearest-even as floatToHalfBits, which handles the rest):
+ * resized outputs are written through here, tens of millions of values for an SDXL LoRA.
+ */
+function encodeHalves(values: Float32Array): Uint16Array {
+	const out = new Uint16Array(values.length);
+	// A Float32Array is always 4-byte aligned, so its bits can be viewed in place.
+	const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+	for (let i = 0; i < bits.length; i++) {
+		const x = bits[i]!;
+		const exponent = (x >>> 23) & 0xff;
+		// float16 exponents 1…30 are float32 exponents 113…142.
+		if (exponent > 112 && exponent < 143) {
+			let half = ((exponent - 112) << 10) | ((x >>> 13) & 0x3_ff);
+			const remainder = x & 0x1f_ff;
+			if (remainder > 0x10_00 || (remainder === 0x10_00 && (half & 1) === 1)) {
+				half++; // A carry out of the mantissa bumps the exponent (up to Inf), as it should.
+			}
+
+			out[i] = ((x >>> 16) & 0x80_00) | half;
+		} else {
+			out[i] = floatToHalfBits(values[i]!);
+		}
+	}
+
+	return out;
+}
+
 const floatScratch = new Float32Array(1);
 const uintScratch = new Uint32Array(floatScratch.buffer);
 
@@ -349,12 +378,7 @@ export function encodeFromFloat32(values: Float32Array, dtype: DType): Uint8Arra
 		}
 
 		case 'F16': {
-			const out = new Uint16Array(values.length);
-			for (let i = 0; i < values.length; i++) {
-				out[i] = floatToHalfBits(values[i]!);
-			}
-
-			return new Uint8Array(out.buffer);
+			return new Uint8Array(encodeHalves(values).buffer);
 		}
 
 		case 'BF16': {

@@ -142,8 +142,9 @@ export function parseHeaderBytes(
 	};
 }
 
-async function readExactly(handle: FileHandle, length: number, position: number, filePath: string): Promise<Buffer> {
-	const buffer = Buffer.allocUnsafe(length);
+/** Reads exactly `length` bytes at `position`, into `target` (its first `length` bytes) when given. */
+async function readExactly(handle: FileHandle, length: number, position: number, filePath: string, target?: Buffer): Promise<Buffer> {
+	const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
 	let filled = 0;
 	while (filled < length) {
 		const {bytesRead} = await handle.read(buffer, filled, length - filled, position + filled);
@@ -340,14 +341,19 @@ export class TensorReader {
 	}
 
 	/** A contiguous byte range of the data area, for hashing and copying. */
-	async readDataRange(begin: number, length: number): Promise<Buffer> {
+	/** A byte range of the data area; with `into` (at least `length` bytes) it is read there, not copied. */
+	async readDataRange(begin: number, length: number, into?: Buffer): Promise<Buffer> {
 		const dataSize = this.header.sizeBytes - this.header.dataOffset;
 		if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 || begin + length > dataSize) {
 			throw new LoraFileError(this.header.path, `byte range ${begin}+${length} is outside the data area (${dataSize} bytes)`);
 		}
 
+		if (into && into.length < length) {
+			throw new RangeError(`readDataRange: a ${into.length}-byte buffer cannot hold ${length} bytes`);
+		}
+
 		try {
-			return await readExactly(this.handle, length, this.header.dataOffset + begin, this.header.path);
+			return await readExactly(this.handle, length, this.header.dataOffset + begin, this.header.path, into);
 		} catch (error) {
 			if (error instanceof LoraFileError) {
 				throw error;

@@ -160,8 +160,8 @@ async function readDataArea(header: SafetensorsHeader, reader: TensorReader, ctx
 	const hash = createHash('sha256');
 	const chunk = 16 * 1024 * 1024;
 	for (let offset = 0; offset < length; offset += chunk) {
-		const part = await reader.readDataRange(offset, Math.min(chunk, length - offset));
-		part.copy(bytes, offset);
+		// Read straight into place: a copy of every byte costs more than the hash.
+		const part = await reader.readDataRange(offset, Math.min(chunk, length - offset), bytes.subarray(offset));
 		hash.update(part);
 		await ctx.yield();
 	}

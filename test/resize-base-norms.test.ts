@@ -14,6 +14,7 @@ import {parseRecipe, planResize} from '../source/lora/resize-plan.js';
 import type {DType, ModuleSpectrum} from '../source/lora/types.js';
 import {writeSafetensorsAtomic, type TensorToWrite} from '../source/lora/writer.js';
 import '../source/engine/jobs/index.js';
+import {orthonormal, rng} from './helpers/random.js';
 
 let folder: string;
 
@@ -25,42 +26,6 @@ after(async () => {
 	await disposeEngineKernels();
 	await rm(folder, {recursive: true, force: true});
 });
-
-function rng(seed: number): () => number {
-	let state = seed >>> 0;
-	return () => {
-		state = (state + 0x6D_2B_79_F5) >>> 0;
-		let t = state;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-	};
-}
-
-/** n orthonormal vectors of length m (Gram–Schmidt on random vectors, float64). */
-function orthonormal(random: () => number, m: number, n: number): Float64Array[] {
-	const out: Float64Array[] = [];
-	while (out.length < n) {
-		const v = Float64Array.from({length: m}, () => random() - 0.5);
-		for (let pass = 0; pass < 2; pass++) {
-			for (const q of out) {
-				let c = 0;
-				for (let i = 0; i < m; i++) {
-					c += v[i]! * q[i]!;
-				}
-
-				for (let i = 0; i < m; i++) {
-					v[i]! -= c * q[i]!;
-				}
-			}
-		}
-
-		const norm = Math.hypot(...v);
-		out.push(v.map(x => x / norm));
-	}
-
-	return out;
-}
 
 /** W = Σ s_i u_i v_iᵀ: a rows×cols matrix with exactly these singular values. */
 function matrixWithSpectrum(random: () => number, rows: number, cols: number, singular: number[]): Float32Array {

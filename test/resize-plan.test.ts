@@ -13,18 +13,7 @@ import {
 	type ResizeMethod,
 } from '../source/lora/resize-plan.js';
 import type {LayerKind, ModuleSpectrum} from '../source/lora/types.js';
-
-/** Deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-	let state = seed >>> 0;
-	return () => {
-		state = (state + 0x6D_2B_79_F5) >>> 0;
-		let t = state;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-	};
-}
+import {rng} from './helpers/random.js';
 
 function spectrum(name: string, values: number[], options: Partial<ModuleSpectrum> = {}): ModuleSpectrum {
 	const kind: LayerKind = options.kind ?? 'linear';

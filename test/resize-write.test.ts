@@ -16,6 +16,7 @@ import {disposeEngineKernels} from '../source/engine/kernels/index.js';
 import {CancelledError, type JobParams, type JobResult} from '../source/engine/protocol.js';
 import {getJobHandler} from '../source/engine/registry.js';
 import '../source/engine/jobs/index.js';
+import {rng} from './helpers/random.js';
 
 let folder: string;
 
@@ -27,17 +28,6 @@ after(async () => {
 	await disposeEngineKernels();
 	await rm(folder, {recursive: true, force: true});
 });
-
-function rng(seed: number): () => number {
-	let state = seed >>> 0;
-	return () => {
-		state = (state + 0x6D_2B_79_F5) >>> 0;
-		let t = state;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-	};
-}
 
 function gaussian(random: () => number): number {
 	return Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());

@@ -19,6 +19,7 @@ import {writeSafetensorsAtomic, type TensorToWrite} from '../source/lora/writer.
 import {tempFolder} from './helpers/fixtures.js';
 import {keys, plain, renderInTerminal, type Rendered} from './helpers/render.js';
 import {toolEngine, type ToolEngine} from './helpers/tool-engine.js';
+import {orthonormal, rng} from './helpers/random.js';
 
 const env: TerminalEnv = {unicode: true, color: false};
 const rank = 4;
@@ -31,42 +32,6 @@ let loraPath: string;
 let basePath: string;
 const open: Rendered[] = [];
 const savedCacheDir = process.env['LORASCOPE_CACHE_DIR'];
-
-function rng(seed: number): () => number {
-	let state = seed >>> 0;
-	return () => {
-		state = (state + 0x6D_2B_79_F5) >>> 0;
-		let t = state;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-	};
-}
-
-/** n orthonormal float64 vectors of length m (Gram–Schmidt, twice). */
-function orthonormal(random: () => number, m: number, n: number): Float64Array[] {
-	const out: Float64Array[] = [];
-	while (out.length < n) {
-		const v = Float64Array.from({length: m}, () => random() - 0.5);
-		for (let pass = 0; pass < 2; pass++) {
-			for (const q of out) {
-				let c = 0;
-				for (let i = 0; i < m; i++) {
-					c += v[i]! * q[i]!;
-				}
-
-				for (let i = 0; i < m; i++) {
-					v[i]! -= c * q[i]!;
-				}
-			}
-		}
-
-		const norm = Math.hypot(...v);
-		out.push(v.map(x => x / norm));
-	}
-
-	return out;
-}
 
 const bytes = (values: Float32Array): Uint8Array => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import {spawn} from 'node:child_process';
 import {mkdtemp, readdir, readFile, rm} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import {fileURLToPath} from 'node:url';
 import {baseNormsNeed, parseResizeArgs} from '../source/commands/resize.js';
 import {EngineClient} from '../source/engine/client.js';
 import {CancelledError} from '../source/engine/protocol.js';
@@ -13,8 +11,8 @@ import {readHeader} from '../source/lora/safetensors.js';
 import {encodeFromFloat32} from '../source/lora/dtypes.js';
 import {writeSample} from '../source/lora/samples.js';
 import {writeSafetensorsAtomic, type TensorToWrite} from '../source/lora/writer.js';
+import {runCli, type CliResult} from './helpers/cli.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 let folder: string;
 let small: string;
 let large: string;
@@ -31,29 +29,8 @@ after(async () => {
 	await rm(folder, {recursive: true, force: true});
 });
 
-type CliResult = {code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string};
-
-function cli(args: string[], options: {sigintAfterMs?: number; env?: Record<string, string>} = {}): Promise<CliResult> {
-	return new Promise((resolve, reject) => {
-		const env = {...process.env, ...options.env};
-		const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'source/cli.tsx'), 'resize', ...args], {cwd: root, env, stdio: ['ignore', 'pipe', 'pipe']});
-		let stdout = '';
-		let stderr = '';
-		child.stdout.on('data', (chunk: Buffer) => {
-			stdout += chunk.toString();
-		});
-		child.stderr.on('data', (chunk: Buffer) => {
-			stderr += chunk.toString();
-		});
-		if (options.sigintAfterMs !== undefined) {
-			setTimeout(() => child.kill('SIGINT'), options.sigintAfterMs);
-		}
-
-		child.on('error', reject);
-		child.on('close', (code, signal) => {
-			resolve({code, signal, stdout, stderr});
-		});
-	});
+async function cli(args: string[], options: {sigintAfterMs?: number; env?: Record<string, string>} = {}): Promise<CliResult> {
+	return runCli(['resize', ...args], options);
 }
 
 test('lorascope resize --rank --json through the real worker', async () => {

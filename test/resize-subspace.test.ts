@@ -4,13 +4,10 @@
 // so scale 1) with orthonormal U, V generated here: their singular triplets are known exactly. Each
 // base weight is W = U·diag(t)·Vᵀ + (I − UUᵀ)·R, so uⱼᵀ·W·vⱼ = tⱼ while W stays full rank.
 import assert from 'node:assert/strict';
-import {spawn} from 'node:child_process';
 import {mkdtemp, rm} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import process from 'node:process';
 import {after, before, test} from 'node:test';
-import {fileURLToPath} from 'node:url';
 import type {JobContext} from '../source/engine/job-context.js';
 import type {BaseNormsParams, BaseNormsResult} from '../source/engine/jobs/base-norms.js';
 import {disposeEngineKernels} from '../source/engine/kernels/index.js';
@@ -24,8 +21,8 @@ import type {DecompositionSummary} from '../source/lora/types.js';
 import {writeSafetensorsAtomic, type TensorToWrite} from '../source/lora/writer.js';
 import '../source/engine/jobs/index.js';
 import {orthonormal, rng} from './helpers/random.js';
+import {runCli, type CliResult} from './helpers/cli.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const n = 32;
 const rank = 4;
 let folder: string;
@@ -346,24 +343,8 @@ test('base-norms subspace is cancellable and recomputes cleanly afterwards', asy
 	assert.deepEqual(again.norms[refs[1]!.name]!.subspace, result.norms[refs[1]!.name]!.subspace);
 });
 
-type CliResult = {code: number | null; stdout: string; stderr: string};
-
 async function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
-	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'source/cli.tsx'), 'resize', ...args], {cwd: root, env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']});
-		let stdout = '';
-		let stderr = '';
-		child.stdout.on('data', (chunk: Buffer) => {
-			stdout += chunk.toString();
-		});
-		child.stderr.on('data', (chunk: Buffer) => {
-			stderr += chunk.toString();
-		});
-		child.on('error', reject);
-		child.on('close', code => {
-			resolve({code, stdout, stderr});
-		});
-	});
+	return runCli(['resize', ...args], {env});
 }
 
 test('lorascope resize --recipe subspace=1 --base --json writes the kept triplets (an out-of-order mask included)', async () => {

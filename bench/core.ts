@@ -15,6 +15,8 @@ import {loadEntry} from '../source/lora/entry.js';
 import {readHeader} from '../source/lora/safetensors.js';
 import {generateSample, writeSample, writeSdxlBenchLora, type SampleKind, type SampleOptions} from '../source/lora/samples.js';
 import {writeSafetensorsAtomic} from '../source/lora/writer.js';
+// The pty harness of the end-to-end tests: the dashboard timed as a user runs it.
+import {ensureBuilt, loadPtyLibraries, PtyScreen} from '../test/helpers/pty-screen.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const benchData = path.join(repoRoot, 'bench-data');
@@ -253,11 +255,48 @@ async function benchPeerInputs(quick: boolean): Promise<void> {
 	}
 }
 
+/**
+ * The dashboard on a folder of full-size files, as a user starts it: the built CLI in a real
+ * pseudo-terminal (node-pty, read through a headless xterm). Times process start → every row on
+ * screen (the issue asks for under a second), → all headers read, and three j presses while the
+ * headers are still loading → the selection drawn there.
+ */
+async function benchDashboard(folder: string, count: number): Promise<void> {
+	const libraries = loadPtyLibraries();
+	if ('error' in libraries) {
+		console.log(`dashboard: skipped (node-pty does not load here: ${libraries.error})`);
+		return;
+	}
+
+	const cli = await ensureBuilt(repoRoot);
+	const env: Record<string, string | undefined> = {...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8'};
+	delete env['NO_COLOR'];
+	const start = performance.now();
+	const screen = new PtyScreen(libraries, process.execPath, [cli, folder, '--no-watch', '--device', 'cpu'], {cols: 120, rows: 40, cwd: repoRoot, env});
+	try {
+		await screen.waitFor(text => text.includes(`${count} files`), 'the list', 60_000);
+		const listed = (performance.now() - start) / 1000;
+		const keyStart = performance.now();
+		screen.keys('jjj');
+		const moved = await screen.waitFor(text => text.includes(` 4/${count}`), 'the moved selection', 60_000);
+		const keys = performance.now() - keyStart;
+		await screen.waitFor(text => text.includes('headers read in'), 'every header read', 120_000);
+		const loaded = (performance.now() - start) / 1000;
+		console.log(`dashboard on ${count} full-size files (built CLI in a pty, 120×40):`);
+		console.log(`  list on screen ${listed.toFixed(2)} s after start · all headers read after ${loaded.toFixed(2)} s (${(count / loaded).toFixed(0)} files/s incl. start-up) · 3 key presses drawn in ${keys.toFixed(0)} ms${moved.includes('loading') ? ' while headers were still loading' : ''}`);
+		screen.keys('q');
+	} finally {
+		await screen.kill();
+	}
+}
+
 export async function run({quick}: {quick: boolean}): Promise<void> {
 	// Other work on the machine slows every figure here; the load average says how much there was.
 	console.log(`(machine: ${os.cpus().length} cores, load average ${os.loadavg().map(v => v.toFixed(1)).join(' ')})`);
-	await benchScan(quick ? 200 : 1000, 'full');
-	await benchScan(quick ? 200 : 1000, 'small');
+	const scanCount = quick ? 200 : 1000;
+	await benchScan(scanCount, 'full');
+	await benchScan(scanCount, 'small');
+	await benchDashboard(await scanSet(scanCount, 'full'), scanCount);
 	await benchInspect(quick);
 	await benchPeerInputs(quick);
 }

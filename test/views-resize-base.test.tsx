@@ -278,6 +278,11 @@ test('--base: fro_ckpt runs base-norms, shows mapped/unmapped, keeps the ranks o
 	await openTiny(app);
 	// rank → … → fro_lora → fro_ckpt: m reaches the ‖W‖_F-only recipe without starting σ_max runs.
 	app.press('m', 'm', 'm', 'm', 'm', 'm');
+	// It starts at elias-gaeros' default recipe, fro_ckpt=1,thr=-3.5; = types the threshold the fixture is designed for.
+	await app.waitFor(f => /Param +fro_ckpt=1 thr -3\.5/.test(plain(f)));
+	app.press('=');
+	await app.waitFor(f => plain(f).includes('-3.5') && /esc cancel/.test(plain(f)));
+	app.press(keys.ctrlU, '-', '1', '.', '2', keys.enter);
 	let frame = await app.waitFor(f => /Param +fro_ckpt=1 thr -1\.2/.test(plain(f)) && plain(f).includes('modules mapped'), 20_000);
 	const baseJobs = app.engine.started.filter(job => job.kind === 'base-norms');
 	assert.ok(baseJobs.length >= 1);

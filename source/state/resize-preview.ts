@@ -49,7 +49,11 @@ export function isRecipeChoice(choice: ResizeChoice): choice is RecipeChoice {
 	return (recipeChoices as readonly string[]).includes(choice);
 }
 
-/** Starting parameters: half the rank; kohya's usual sv_ratio 4 and 0.9 fractions; elias' thr −1.2. */
+/**
+ * Starting parameters: half the rank; kohya's usual sv_ratio 4 and 0.9 fractions; elias' thr −1.2,
+ * and for fro_ckpt elias' default recipe (fro_ckpt=1,thr=−3.5): ‖W‖_F is √min(o,i) times σ_max
+ * or more, so −1.2 there would drop every module.
+ */
 export function defaultParams(maxRank: number): Record<ResizeChoice, number> {
 	return {
 		rank: Math.max(1, Math.floor(maxRank / 2)),
@@ -59,7 +63,7 @@ export function defaultParams(maxRank: number): Record<ResizeChoice, number> {
 		spn_lora: -1.2,
 		fro_lora: -1.2,
 		spn_ckpt: -1.2,
-		fro_ckpt: -1.2,
+		fro_ckpt: -3.5,
 	};
 }
 

@@ -130,13 +130,13 @@ test('encoding and JSON: non-UTF-8, invalid JSON, non-object JSON, no echo of fi
 	await rejects(rawFile(Buffer.concat([Buffer.from('{"'), Buffer.from([0xff]), Buffer.from(`":1,${one}}`)]), Buffer.alloc(4)), /^header is not valid UTF-8$/);
 	await rejects(rawFile(Buffer.concat([Buffer.from('{"__metadata__":{"a":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from(`"},${one}}`)]), Buffer.alloc(4)), /^header is not valid UTF-8$/);
 	await rejects(rawFile('{"t":{"dtype":"F32"', Buffer.alloc(4)), /^header is not valid JSON \(unexpected end of header\)$/);
-	await rejects(rawFile(`{${one},}`, Buffer.alloc(4)), /^header is not valid JSON \(expected a key at character \d+\)$/);
-	await rejects(rawFile(`{${one}} {}`, Buffer.alloc(4)), /^header is not valid JSON \(unexpected data after the header object at character \d+\)$/);
-	await rejects(rawFile('{"t":tru}', Buffer.alloc(4)), /^header is not valid JSON \(unexpected character at character 5\)$/);
-	await rejects(rawFile('{"t":"\\x"}', Buffer.alloc(4)), /^header is not valid JSON \(bad escape at character 7\)$/);
-	await rejects(rawFile('{"t":"\\u12G4"}', Buffer.alloc(4)), /^header is not valid JSON \(bad \\u escape at character \d+\)$/);
-	await rejects(rawFile('{"t":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}', Buffer.alloc(4)), /^header is not valid JSON \(expected ',' or '\]' at character 30\)$/);
-	await rejects(rawFile('{"t":-}', Buffer.alloc(4)), /^header is not valid JSON \(bad number at character 6\)$/);
+	await rejects(rawFile(`{${one},}`, Buffer.alloc(4)), /^header is not valid JSON \(expected a key at byte \d+\)$/);
+	await rejects(rawFile(`{${one}} {}`, Buffer.alloc(4)), /^header is not valid JSON \(unexpected data after the header object at byte \d+\)$/);
+	await rejects(rawFile('{"t":tru}', Buffer.alloc(4)), /^header is not valid JSON \(unexpected character at byte 5\)$/);
+	await rejects(rawFile('{"t":"\\x"}', Buffer.alloc(4)), /^header is not valid JSON \(bad escape at byte 7\)$/);
+	await rejects(rawFile('{"t":"\\u12G4"}', Buffer.alloc(4)), /^header is not valid JSON \(bad \\u escape at byte \d+\)$/);
+	await rejects(rawFile('{"t":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}', Buffer.alloc(4)), /^header is not valid JSON \(expected ',' or '\]' at byte 30\)$/);
+	await rejects(rawFile('{"t":-}', Buffer.alloc(4)), /^header is not valid JSON \(bad number at byte 6\)$/);
 	await rejects(rawFile('[{"a":1}]', Buffer.alloc(4)), /^header is JSON array, not an object$/);
 	await rejects(rawFile('12345', Buffer.alloc(4)), /^header is JSON number, not an object$/);
 	await rejects(rawFile('"text"', Buffer.alloc(4)), /^header is JSON string, not an object$/);
@@ -144,7 +144,7 @@ test('encoding and JSON: non-UTF-8, invalid JSON, non-object JSON, no echo of fi
 	await rejects(rawFile('   ', Buffer.alloc(4)), /^header is blank$/);
 	// A raw escape sequence in the header: JSON.parse would quote it back in its message.
 	const reason = await reasonOf(await fileWith(rawFile('{"\u001B]0;TITLE\u0007":1}', Buffer.alloc(4))));
-	assert.equal(reason, 'header is not valid JSON (control character in a string at character 2)');
+	assert.equal(reason, 'header is not valid JSON (control character in a string at byte 2)');
 });
 
 test('duplicate keys at every level are refused (JSON.parse would keep the last silently)', async () => {
@@ -204,6 +204,19 @@ test('metadata must be a string→string map', async () => {
 	assert.equal(header.metadata['__proto__'], 'p', '__proto__ is an ordinary key');
 	assert.equal(header.metadata['esc'], '\u001B[2J', 'metadata is kept raw (sanitised at display time)');
 	assert.equal(header.metadata['s'], 'é\n');
+});
+
+test('non-ASCII names and values are decoded from UTF-8, with and without escapes', async () => {
+	// The parser reads bytes: ASCII strings take a fast path, others are decoded as UTF-8.
+	const json = '{"__metadata__":{"tags":"日本語, café 🎨","mixed":"ü\\t\\u00e9"},"ünet.α":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}';
+	const header = await readHeader(await fileWith(rawFile(json, Buffer.alloc(4))));
+	const expected = JSON.parse(json) as {__metadata__: Record<string, string>};
+	assert.equal(header.metadata['tags'], expected.__metadata__['tags']);
+	assert.equal(header.metadata['mixed'], 'ü\té');
+	assert.deepEqual(header.tensors.map(t => t.name), ['ünet.α']);
+	// A byte that is not UTF-8 anywhere in the header is refused before parsing.
+	const bad = Buffer.concat([Buffer.from('{"__metadata__":{"a":"'), Buffer.from([0xc3, 0x28]), Buffer.from(`"},${one}}`)]);
+	await rejects(rawFile(bad, Buffer.alloc(4)), /^header is not valid UTF-8$/);
 });
 
 test('Git LFS pointers and pickles are recognised by content and extension, never parsed', async () => {

@@ -1,3 +1,4 @@
+import {isUtf8} from 'node:buffer';
 import {constants} from 'node:fs';
 import {open, type FileHandle} from 'node:fs/promises';
 import path from 'node:path';
@@ -111,17 +112,14 @@ export function parseHeaderBytes(
 	mtimeMs: number,
 ): SafetensorsHeader {
 	const headerLength = headerBytes.length;
-	let json: string;
-	try {
-		json = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(headerBytes);
-	} catch {
+	if (!isUtf8(headerBytes)) {
 		throw new LoraFileError(filePath, 'header is not valid UTF-8');
 	}
 
 	const dataOffset = 8 + headerLength;
 	let parsed;
 	try {
-		parsed = parseHeaderJson(json, Math.max(0, fileSize - dataOffset));
+		parsed = parseHeaderJson(headerBytes, Math.max(0, fileSize - dataOffset));
 	} catch (error) {
 		if (error instanceof HeaderFormatError) {
 			throw new LoraFileError(filePath, error.message);

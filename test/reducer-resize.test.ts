@@ -358,3 +358,56 @@ test('H queues hashes per file version, shows the Overview tab and never hashes 
 	assert.equal(failed.tools.hashes[key]!.state, 'error');
 	assert.match(failed.status?.text ?? '', /no engine/);
 });
+
+test('with --base, m reaches the checkpoint recipes; subspace asks for the projections, spn_ckpt then upgrades to σ_max and keeps them', () => {
+	const withBase = (state: AppState): AppState => ({...state, tools: {...state.tools, basePath: '/ckpt/base.safetensors'}});
+	let state = decomposed(withBase(loaded()));
+	const key = keyOf(state);
+	const seen: string[] = [];
+	for (let i = 0; i < 6; i++) {
+		state = press(state, 'm');
+		seen.push(state.tools.resize!.choice);
+	}
+
+	assert.deepEqual(seen, ['sv_ratio', 'sv_fro', 'sv_cumulative', 'spn_lora', 'fro_lora', 'fro_ckpt']);
+	let slot = state.tools.baseNorms[key]!;
+	assert.deepEqual({state: slot.state, need: slot.need, subspace: slot.subspace}, {state: 'queued', need: 'frobenius', subspace: undefined});
+	const froOnly = {lora_unet_mid_block_attentions_0_proj_out: {spectral: Number.NaN, frobenius: 10}};
+	state = apply(state, {type: 'tool-job-started', requestId: slot.requestId, jobId: 'base-0'}, {type: 'tool-job-done', jobId: 'base-0', result: {kind: 'base-norms', value: {norms: froOnly, unmapped: [], unmappedReasons: {}, seconds: 0.1, cached: false, device: 'cpu'}}});
+	assert.equal(resizePreview(state).state, 'ready');
+
+	state = press(state, 'm');
+	assert.equal(state.tools.resize!.choice, 'subspace');
+	slot = state.tools.baseNorms[key]!;
+	assert.deepEqual({state: slot.state, need: slot.need, subspace: slot.subspace}, {state: 'queued', need: 'frobenius', subspace: true}, 'norms without projections do not serve subspace');
+	assert.deepEqual(resizePreview(state), {state: 'waiting', for: 'base'});
+
+	const norms = {lora_unet_mid_block_attentions_0_proj_out: {spectral: Number.NaN, frobenius: 10, subspace: [1, 1, 1, 1, 1, 1]}};
+	state = apply(state, {type: 'tool-job-started', requestId: slot.requestId, jobId: 'base-1'}, {type: 'tool-job-done', jobId: 'base-1', result: {kind: 'base-norms', value: {norms, unmapped: [], unmappedReasons: {}, seconds: 0.1, cached: false, device: 'cpu'}}});
+	const preview = resizePreview(state);
+	assert.equal(preview.state, 'ready');
+	// subspace=1,thr=−1.2 on the mapped module: log10 σᵢ − log10 1 > −1.2 ⇔ σᵢ > 10^−1.2 (σ = designed × 0.5).
+	const mid = designed['lora_unet_mid_block_attentions_0_proj_out']!.sv.filter(v => Math.log10(v * scale) > -1.2).length;
+	assert.equal(preview.state === 'ready' ? preview.plan.modules.find(m => m.name === 'lora_unet_mid_block_attentions_0_proj_out')?.rankAfter : -1, mid);
+
+	state = press(state, 'm');
+	assert.equal(state.tools.resize!.choice, 'spn_ckpt');
+	slot = state.tools.baseNorms[key]!;
+	assert.equal(slot.state, 'queued', 'σ_max is not in a ‖W‖_F + subspace result');
+	assert.deepEqual({need: slot.need, subspace: slot.subspace}, {need: 'both', subspace: true}, 'the upgrade keeps the projections');
+});
+
+test('at 80 columns the method line keeps the current choice on screen, with markers where choices are hidden', () => {
+	let state = decomposed({...loaded(), tools: {...loaded().tools, basePath: '/ckpt/base.safetensors'}});
+	for (let i = 0; i < 9; i++) {
+		const text = resizeLines(state, 78).head.map(l => l.segments.map(s => s.text).join('')).find(l => l.startsWith('Method'))!;
+		const choice = state.tools.resize!.choice;
+		assert.ok(text.length <= 78, `${text.length} columns: ${text}`);
+		assert.ok(text.includes(` ${choice} `), `${choice} missing from: ${text}`);
+		assert.ok(text.includes('…'), `nine choices do not fit 78 columns: ${text}`);
+		state = press(state, 'm');
+	}
+
+	const wide = resizeLines(state, 200).head.map(l => l.segments.map(s => s.text).join('')).find(l => l.startsWith('Method'))!;
+	assert.ok(!wide.includes('…') && wide.includes(' rank ') && wide.includes(' spn_ckpt '), wide);
+});

@@ -6,6 +6,7 @@
 // a dense float64 ΔW (Jacobi eigenvalues of its Gram matrix) and ‖W_base‖_F summed in float64 from the
 // stored values. w writes those ranks, and the output's lorascope_resize record names the checkpoint.
 import assert from 'node:assert/strict';
+import {readdir, rm} from 'node:fs/promises';
 import path from 'node:path';
 import process from 'node:process';
 import {after, before, test} from 'node:test';
@@ -31,6 +32,8 @@ let baseFolder: {dir: string; remove: () => Promise<void>};
 let loraPath: string;
 let basePath: string;
 const open: Rendered[] = [];
+/** The singular vectors each module was built from (ΔW = U·diag(s)·Vᵀ exactly), for the subspace reference. */
+const builtVectors = new Map<string, {u: Float64Array[]; v: Float64Array[]}>();
 const savedCacheDir = process.env['LORASCOPE_CACHE_DIR'];
 
 const bytes = (values: Float32Array): Uint8Array => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
@@ -87,6 +90,7 @@ before(async () => {
 		// Effective ΔW = (alpha/rank)·up·down = U·diag(s)·Vᵀ: up = U·diag(s·rank/alpha), down = Vᵀ.
 		const u = orthonormal(random, module.out, rank);
 		const v = orthonormal(random, module.inDim, rank);
+		builtVectors.set(module.name, {u, v});
 		const up = new Float32Array(module.out * rank);
 		const down = new Float32Array(rank * module.inDim);
 		for (let k = 0; k < rank; k++) {
@@ -257,7 +261,7 @@ test('without --base the checkpoint recipes say how to enable them, and m skips 
 	const app = start();
 	await openTiny(app);
 	const frame = app.lastFrame();
-	assert.match(lineWith(frame, 'Method'), /fro_ckpt, spn_ckpt: need --base <ckpt>/);
+	assert.match(lineWith(frame, 'Method'), /fro_ckpt, subspace, spn_ckpt: need --base <ckpt>/);
 	const paramOf = (f: string): string => /Param +(\S+)/.exec(lineWith(f, /^│Param/))?.[1] ?? '';
 	const seen = [paramOf(frame)];
 	for (let i = 0; i < 6; i++) {
@@ -325,5 +329,106 @@ test('--base: fro_ckpt runs base-norms, shows mapped/unmapped, keeps the ranks o
 	assert.equal(record.method?.thr, thr);
 	assert.equal(record.base?.file, 'base.safetensors');
 	assert.equal(record.base?.unscored, 1);
+	app.press(keys.escape);
+});
+
+/**
+ * The subspace scores by hand: log10 σᵢ − log10 |uᵢᵀ·W_base·vᵢ| for the triplets each module was
+ * built from (σᵢ from the dense float64 ΔW, which the construction makes U·diag(σ)·Vᵀ), with W_base
+ * the stored (row slice of the) base weight in float64.
+ */
+async function subspaceScores(): Promise<Map<string, number[]>> {
+	const base = await readHeader(basePath);
+	const baseReader = await TensorReader.open(base);
+	const reader = await TensorReader.open(await readHeader(loraPath));
+	try {
+		const out = new Map<string, number[]>();
+		for (const module of designed) {
+			if (!module.baseKey) {
+				continue;
+			}
+
+			const spectrum = await denseSpectrum(reader, module.name);
+			const weight = await baseReader.read(module.baseKey);
+			const cols = base.byName.get(module.baseKey)!.shape[1]!;
+			const firstRow = module.rows?.[0] ?? 0;
+			const {u, v} = builtVectors.get(module.name)!;
+			out.set(module.name, spectrum.slice(0, rank).map((sigma, k) => {
+				let projection = 0;
+				for (let i = 0; i < module.out; i++) {
+					let row = 0;
+					for (let j = 0; j < module.inDim; j++) {
+						row += weight[((firstRow + i) * cols) + j]! * v[k]![j]!;
+					}
+
+					projection += u[k]![i]! * row;
+				}
+
+				return Math.log10(sigma) - Math.log10(Math.abs(projection));
+			}));
+		}
+
+		return out;
+	} finally {
+		await reader.close();
+		await baseReader.close();
+	}
+}
+
+test('--base: subspace runs base-norms with the projections, keeps the triplets the test scores above thr; w writes them', async () => {
+	const scores = await subspaceScores();
+	// A threshold in the widest gap between two scores near the middle, so no decision is marginal.
+	const sorted = [...scores.values()].flat().sort((a, b) => a - b);
+	let gap = {at: 0, width: 0};
+	for (let i = Math.floor(sorted.length / 4); i < Math.ceil((3 * sorted.length) / 4); i++) {
+		const width = sorted[i + 1]! - sorted[i]!;
+		if (width > gap.width) {
+			gap = {at: (sorted[i]! + sorted[i + 1]!) / 2, width};
+		}
+	}
+
+	assert.ok(gap.width > 0.02, `scores too close to pick a threshold: ${sorted.join(', ')}`);
+	const threshold = Math.round(gap.at * 100) / 100;
+	const expected = new Map(designed.map(m => [m.name, scores.get(m.name)?.filter(score => score > threshold).length ?? rank]));
+	const kept = [...expected.values()].reduce((sum, k) => sum + k, 0);
+	assert.ok(kept > 4 && kept < designed.length * rank, 'the threshold keeps some triplets and drops others');
+
+	// The fro_ckpt test's output would be the newest file and selected first: only the source stays.
+	for (const name of await readdir(folder.dir)) {
+		if (name !== 'tiny.safetensors') {
+			await rm(path.join(folder.dir, name));
+		}
+	}
+
+	const app = start({base: basePath});
+	await openTiny(app);
+	// rank → … → fro_lora → fro_ckpt → subspace.
+	app.press('m', 'm', 'm', 'm', 'm', 'm', 'm');
+	await app.waitFor(f => /Param +subspace=1 thr -1\.2/.test(plain(f)));
+	app.press('=');
+	await app.waitFor(f => /esc cancel/.test(plain(f)));
+	app.press(keys.ctrlU, ...String(threshold).split(''), keys.enter);
+	const frame = await app.waitFor(f => new RegExp(`Param +subspace=1 thr ${String(threshold).replace('.', '\\.')}`).test(plain(f)) && plain(f).includes('modules mapped') && /total rank/.test(plain(f)), 20_000);
+	const baseJob = app.engine.started.filter(job => job.kind === 'base-norms').at(-1);
+	assert.deepEqual(baseJob?.params, {basePath, loraPath, need: 'frobenius', subspace: true});
+	assert.match(lineWith(frame, /^│Kept /), new RegExp(`total rank ${designed.length * rank} → ${kept}`));
+
+	app.press('w');
+	await app.waitFor(f => plain(f).includes('Wrote '), 30_000);
+	const target = outputPath(loraPath, {method: 'recipe', weights: normalizeRecipeWeights({subspace: 1}), thr: threshold});
+	const written = await readHeader(target);
+	const reader = await TensorReader.open(written);
+	try {
+		const model = await loadLoraModel(written, async key => reader.read(key));
+		for (const module of designed) {
+			assert.equal(model.modules.find(m => m.name === module.name)?.rank ?? 0, expected.get(module.name), module.name);
+		}
+	} finally {
+		await reader.close();
+	}
+
+	const record = JSON.parse(written.metadata['lorascope_resize'] ?? '{}') as {method?: {weights?: Record<string, number>; thr?: number}};
+	assert.equal(record.method?.weights?.['subspace'], 1);
+	assert.equal(record.method?.thr, threshold);
 	app.press(keys.escape);
 });

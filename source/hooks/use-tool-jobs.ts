@@ -34,7 +34,7 @@ function startSlot(runJob: RunJob, slot: AnySlot, state: AppState, progress: Par
 		case 'base-norms': {
 			const base = slot as BaseNormsSlot;
 			// fro_ckpt asks for ‖W‖_F only (read speed); the engine caches both norms on disk per checkpoint.
-			const params = {basePath: base.basePath, loraPath: base.path, ...(base.need === 'both' ? {} : {need: base.need})};
+			const params = {basePath: base.basePath, loraPath: base.path, ...(base.need === 'both' ? {} : {need: base.need}), ...(base.subspace ? {subspace: true} : {})};
 			const {jobId, promise} = runJob('base-norms', params, progress);
 			return {jobId, promise: promise.then(value => ({kind: 'base-norms', value}))};
 		}

@@ -15,6 +15,7 @@ import {formatBytes} from './format.js';
 import {resizeMaxScroll} from './resize-lines.js';
 import {
 	baseNeedOf,
+	baseSubspaceOf,
 	baseSlotServes,
 	currentParam,
 	defaultParams,
@@ -239,14 +240,17 @@ function ensureBaseNorms(state: AppState): AppState {
 		return state;
 	}
 
-	// A ‖W‖_F-only result is upgraded, never downgraded: 'both' serves fro_ckpt too.
-	const need = slot?.state === 'done' && slot.basePath === basePath && slot.need === 'both' ? 'both' : baseNeedOf(session.choice);
-	return queueBaseNorms(state, session.key, session.path, basePath, need);
+	// A result is upgraded, never downgraded: 'both' serves fro_ckpt too, and norms with subspace
+	// projections serve the other recipes (the engine reuses its disk-cached norms for the rest).
+	const kept = slot?.state === 'done' && slot.basePath === basePath ? slot : undefined;
+	const need = kept?.need === 'both' ? 'both' : baseNeedOf(session.choice);
+	const subspace = kept?.subspace === true || baseSubspaceOf(session.choice);
+	return queueBaseNorms(state, session.key, session.path, basePath, need, subspace);
 }
 
-function queueBaseNorms(state: AppState, key: string, filePath: string, basePath: string, need: BaseNormsSlot['need']): AppState {
+function queueBaseNorms(state: AppState, key: string, filePath: string, basePath: string, need: BaseNormsSlot['need'], subspace: boolean): AppState {
 	const [next, requestId] = nextRequest(state);
-	const slot: BaseNormsSlot = {kind: 'base-norms', requestId, state: 'queued', path: filePath, basePath, need};
+	const slot: BaseNormsSlot = {kind: 'base-norms', requestId, state: 'queued', path: filePath, basePath, need, ...(subspace ? {subspace} : {})};
 	return withTools(next, {baseNorms: {...next.tools.baseNorms, [key]: slot}});
 }
 
@@ -383,7 +387,7 @@ function toggleSelector(state: AppState): AppState {
 
 	const {choice} = session;
 	if (!isRecipeChoice(choice)) {
-		return status(state, 'size: only the elias recipes (spn_lora, fro_lora, spn_ckpt, fro_ckpt) select by size', 'warn');
+		return status(state, 'size: only the elias recipes (spn_lora, fro_lora, fro_ckpt, spn_ckpt, subspace) select by size', 'warn');
 	}
 
 	const selector = session.selectors[choice] === 'size' ? 'thr' : 'size';
@@ -541,7 +545,7 @@ function jobDone(state: AppState, jobId: string, result: ToolResult): AppState {
 
 	switch (result.kind) {
 		case 'base-norms': {
-			// spn_ckpt picked while a ‖W‖_F-only run was going: now ask for σ_max.
+			// spn_ckpt (or subspace) picked while a narrower run was going: now ask for the rest.
 			return ensureBaseNorms(next);
 		}
 

@@ -84,15 +84,59 @@ function progressSegments(label: string, slot: JobSlot<unknown>, unit: 'modules'
 	];
 }
 
+/**
+ * The choices `m` cycles through, the current one highlighted. With --base there are nine, wider
+ * than 80 columns: the line then shows a window of them that always holds the current choice, with
+ * ‹ › where more are hidden, so the selection is never cut off at the right edge.
+ */
 function methodLine(session: ResizeSession, basePath: string | null, width: number, env: TerminalEnv): Line {
-	const segments: Segment[] = [seg(fit('Method', 9, env), 'label')];
-	for (const choice of enabledChoices(basePath)) {
+	const labelWidth = 9;
+	const {ellipsis} = glyphs(env);
+	const marker = ellipsis.length + 1;
+	const choices = enabledChoices(basePath);
+	const cellWidth = (choice: string): number => choice.length + 2;
+	const total = choices.reduce((sum, choice) => sum + cellWidth(choice), 0);
+	const room = width - labelWidth;
+	let first = 0;
+	let last = choices.length - 1;
+	if (total > room) {
+		// Grow a window from the current choice, rightward first, leaving room for the markers.
+		const current = Math.max(0, choices.indexOf(session.choice));
+		first = current;
+		last = current;
+		let used = cellWidth(choices[current]!);
+		for (let grew = true; grew;) {
+			grew = false;
+			const markers = (first > 0 ? marker : 0) + (last < choices.length - 1 ? marker : 0);
+			if (last + 1 < choices.length && used + cellWidth(choices[last + 1]!) + markers + marker <= room) {
+				last++;
+				used += cellWidth(choices[last]!);
+				grew = true;
+			} else if (first > 0 && used + cellWidth(choices[first - 1]!) + markers + marker <= room) {
+				first--;
+				used += cellWidth(choices[first]!);
+				grew = true;
+			}
+		}
+	}
+
+	const segments: Segment[] = [seg(fit('Method', labelWidth, env), 'label')];
+	if (first > 0) {
+		segments.push(seg(`${ellipsis} `, 'dim'));
+	}
+
+	for (const choice of choices.slice(first, last + 1)) {
 		segments.push(seg(` ${choice} `, choice === session.choice ? 'selected' : undefined));
 	}
 
+	if (last < choices.length - 1) {
+		segments.push(seg(` ${ellipsis}`, 'dim'));
+	}
+
 	const disabled = resizeChoices.filter(choice => choiceDisabledReason(choice, basePath) !== undefined);
-	if (disabled.length > 0 && width >= 100) {
-		segments.push(seg(`  ${disabled.join(', ')}: need --base <ckpt>`, 'dim'));
+	const hint = `  ${disabled.join(', ')}: need --base <ckpt>`;
+	if (disabled.length > 0 && total + hint.length <= room) {
+		segments.push(seg(hint, 'dim'));
 	}
 
 	return line(segments);

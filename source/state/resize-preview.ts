@@ -2,8 +2,8 @@
 // current choice, computed synchronously with H5's planResize on the cached decomposition (the
 // expensive part, preparePlanInput, runs once per decomposition). The plan is built with the same
 // inputs the 'resize-write' job uses (file size, copied bytes, metadata size, loader scales, DoRA
-// modules), so what the preview shows is what `w` writes. The checkpoint recipes (spn_ckpt, fro_ckpt)
-// plan with the base norms of the 'base-norms' job; elias recipes select by thr or by a size target.
+// modules), so what the preview shows is what `w` writes. The checkpoint recipes (spn_ckpt, fro_ckpt,
+// subspace) plan with the base norms of the 'base-norms' job; elias recipes select by thr or by a size target.
 import {
 	normalizeRecipeWeights,
 	outputPath,
@@ -31,8 +31,8 @@ import {
 import type {AppState} from './types.js';
 
 /** The checkpoint recipes: scored against the base weights (job 'base-norms'). */
-export function needsBase(choice: ResizeChoice): choice is 'spn_ckpt' | 'fro_ckpt' {
-	return choice === 'spn_ckpt' || choice === 'fro_ckpt';
+export function needsBase(choice: ResizeChoice): choice is 'spn_ckpt' | 'fro_ckpt' | 'subspace' {
+	return choice === 'spn_ckpt' || choice === 'fro_ckpt' || choice === 'subspace';
 }
 
 /** Why a method cannot be chosen here, or undefined: the checkpoint recipes need `--base`. */
@@ -52,7 +52,8 @@ export function isRecipeChoice(choice: ResizeChoice): choice is RecipeChoice {
 /**
  * Starting parameters: half the rank; kohya's usual sv_ratio 4 and 0.9 fractions; elias' thr −1.2,
  * and for fro_ckpt elias' default recipe (fro_ckpt=1,thr=−3.5): ‖W‖_F is √min(o,i) times σ_max
- * or more, so −1.2 there would drop every module.
+ * or more, so −1.2 there would drop every module. subspace scores against |uᵢᵀ·W·vᵢ| ≤ σ_max, so
+ * −1.2 keeps at least what spn_ckpt's −1.2 keeps.
  */
 export function defaultParams(maxRank: number): Record<ResizeChoice, number> {
 	return {
@@ -64,15 +65,16 @@ export function defaultParams(maxRank: number): Record<ResizeChoice, number> {
 		fro_lora: -1.2,
 		spn_ckpt: -1.2,
 		fro_ckpt: -3.5,
+		subspace: -1.2,
 	};
 }
 
 export function defaultSelectors(): Record<RecipeChoice, RecipeSelector> {
-	return {spn_lora: 'thr', fro_lora: 'thr', spn_ckpt: 'thr', fro_ckpt: 'thr'};
+	return {spn_lora: 'thr', fro_lora: 'thr', spn_ckpt: 'thr', fro_ckpt: 'thr', subspace: 'thr'};
 }
 
 export function defaultSizes(): Record<RecipeChoice, number | null> {
-	return {spn_lora: null, fro_lora: null, spn_ckpt: null, fro_ckpt: null};
+	return {spn_lora: null, fro_lora: null, spn_ckpt: null, fro_ckpt: null, subspace: null};
 }
 
 /** What ←/→ and = change in this session: the method's parameter, or the recipe's size target. */
@@ -383,14 +385,24 @@ export function sessionBaseSlot(state: AppState): BaseNormsSlot | undefined {
 	return session ? state.tools.baseNorms[session.key] : undefined;
 }
 
-/** Which norms a checkpoint recipe needs: fro_ckpt only ‖W‖_F, spn_ckpt σ_max as well. */
+/**
+ * Which norms a checkpoint recipe needs: fro_ckpt only ‖W‖_F, spn_ckpt σ_max as well; subspace
+ * needs no σ_max, only its projections (baseSubspaceOf).
+ */
 export function baseNeedOf(choice: ResizeChoice): BaseNormsSlot['need'] {
-	return choice === 'fro_ckpt' ? 'frobenius' : 'both';
+	return choice === 'spn_ckpt' ? 'both' : 'frobenius';
+}
+
+/** Whether a checkpoint recipe needs |uᵢᵀ·W·vᵢ| per singular value. */
+export function baseSubspaceOf(choice: ResizeChoice): boolean {
+	return choice === 'subspace';
 }
 
 /** Whether a slot's norms (done or on their way) serve the choice. */
 export function baseSlotServes(slot: BaseNormsSlot, choice: ResizeChoice, basePath: string | null): boolean {
-	return slot.basePath === basePath && (slot.need === 'both' || baseNeedOf(choice) === 'frobenius');
+	return slot.basePath === basePath
+		&& (slot.need === 'both' || baseNeedOf(choice) === 'frobenius')
+		&& (slot.subspace === true || !baseSubspaceOf(choice));
 }
 
 /** The plan for the open Resize view, memoised on the decomposition, the method and the base norms. */

@@ -50,18 +50,22 @@ export type BaseNormsSlot = JobSlot<BaseNormsResult> & {
 	basePath: string;
 	/** fro_ckpt needs only ‖W‖_F (read speed); spn_ckpt needs σ_max too. */
 	need: 'frobenius' | 'both';
+	/** Also |uᵢᵀ·W·vᵢ| per singular value, for the subspace recipe (depends on the LoRA's vectors). */
+	subspace?: boolean;
 };
 
 /**
  * The methods the Resize view cycles through: kohya's four, elias-gaeros' LoRA-only recipes, and the
  * checkpoint recipes, which need the base checkpoint given with `--base`. fro_ckpt comes before
  * spn_ckpt because m cycles through them: fro_ckpt needs only ‖W‖_F (a stream at read speed), while
- * spn_ckpt starts σ_max runs (about a minute on an SDXL base) that passing through should not cost.
+ * spn_ckpt starts σ_max runs (tens of seconds on an SDXL base) that passing through should not cost.
+ * subspace sits between them: it reads the base weights once and projects them on the LoRA's
+ * singular vectors (uᵢᵀ·W·vᵢ, one product per module), far cheaper than σ_max's power iterations.
  */
-export const resizeChoices = ['rank', 'sv_ratio', 'sv_fro', 'sv_cumulative', 'spn_lora', 'fro_lora', 'fro_ckpt', 'spn_ckpt'] as const;
+export const resizeChoices = ['rank', 'sv_ratio', 'sv_fro', 'sv_cumulative', 'spn_lora', 'fro_lora', 'fro_ckpt', 'subspace', 'spn_ckpt'] as const;
 export type ResizeChoice = (typeof resizeChoices)[number];
 
-export const recipeChoices = ['spn_lora', 'fro_lora', 'spn_ckpt', 'fro_ckpt'] as const;
+export const recipeChoices = ['spn_lora', 'fro_lora', 'spn_ckpt', 'fro_ckpt', 'subspace'] as const;
 export type RecipeChoice = (typeof recipeChoices)[number];
 
 /** How an elias recipe selects: a log10 score threshold, or a size target in MiB (greedy by score). */

@@ -90,7 +90,9 @@ test('the built CLI in a pty: list, j/k, detail tabs, engine block norms, watch 
 	term.keys('\r');
 	await term.waitFor(t => t.includes('esc back') && lineWith(t, /│Output name\s/).includes(inertTitle), 'the detail of the hostile file');
 	term.keys('2');
-	text = await term.waitFor(t => /\d+ keys/.test(t) && lineWith(t, 'modelspec.title').includes(inertTitle), 'its Metadata tab');
+	// The help bar is the frame's last row: once it is there the frame is complete (a poll can land
+	// while a frame is still being written; the layout checks below need all of it).
+	text = await term.waitFor(t => /\d+ keys/.test(t) && lineWith(t, 'modelspec.title').includes(inertTitle) && t.includes('esc back'), 'its Metadata tab');
 	assertInertScreen(text, term);
 
 	// k back to aria; Enter, 1 to Overview, Tab to Metadata, 5 to Blocks: real per-block norms from the engine process.

@@ -128,6 +128,10 @@ export async function * scanFolder(root: string, options: ScanOptions = {}): Asy
 					} else if (target.isDirectory() && followSymlinks && recursive && depth < maxDepth) {
 						folders.push(full);
 					}
+				} else if (isCandidateFile(entry.name)) {
+					// A FIFO, socket or device named like a LoRA: listed so the reader reports it
+					// ("not a regular file"); the reader opens it non-blocking and never reads it.
+					files.push(full);
 				}
 			}
 		} catch (error) {

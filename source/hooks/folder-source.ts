@@ -7,36 +7,47 @@ import {isCandidateFile, scanFolder} from '../lora/scan.js';
 import type {FoundFile} from '../state/file-row.js';
 import type {FolderSource} from './use-folder.js';
 
-/** Files are stat'ed and reported in batches of this many. */
-const batchSize = 100;
+/** Stats in flight at once: enough to keep the thread pool busy on a slow disk or NFS. */
+const statConcurrency = 64;
+/**
+ * Found files reach the reducer at most this often: every batch re-renders the list, and ten
+ * renders of a 1,000-row list cost more than the 1,000 stats themselves.
+ */
+const emitMs = 50;
 
 async function list(folder: string, onFiles: (files: FoundFile[]) => void, signal: AbortSignal, onError?: (file: string, reason: string) => void): Promise<void> {
-	let names: string[] = [];
-	const flush = async (): Promise<void> => {
-		const batch = names;
-		names = [];
-		const found = await Promise.all(
-			batch.map(async file =>
-				stat(file).then(
-					info => ({path: file, sizeBytes: info.size, mtimeMs: info.mtimeMs}),
-					// A dangling link or a file that vanished: still listed, loadEntry reports why.
-					() => ({path: file, sizeBytes: 0, mtimeMs: 0}),
-				),
-			),
-		);
-		if (found.length > 0 && !signal.aborted) {
-			onFiles(found);
+	let pending: FoundFile[] = [];
+	let lastEmit = performance.now();
+	const emit = (): void => {
+		if (pending.length > 0 && !signal.aborted) {
+			onFiles(pending);
 		}
+
+		pending = [];
+		lastEmit = performance.now();
 	};
 
+	const inFlight = new Set<Promise<void>>();
 	for await (const file of scanFolder(folder, {signal, onError})) {
-		names.push(file);
-		if (names.length >= batchSize) {
-			await flush();
+		const job = stat(file).then(
+			info => ({path: file, sizeBytes: info.size, mtimeMs: info.mtimeMs}),
+			// A dangling link or a file that vanished: still listed, loadEntry reports why.
+			() => ({path: file, sizeBytes: 0, mtimeMs: 0}),
+		).then(found => {
+			pending.push(found);
+			if (performance.now() - lastEmit >= emitMs) {
+				emit();
+			}
+		});
+		inFlight.add(job);
+		void job.finally(() => inFlight.delete(job));
+		if (inFlight.size >= statConcurrency) {
+			await Promise.race(inFlight);
 		}
 	}
 
-	await flush();
+	await Promise.all(inFlight);
+	emit();
 }
 
 export const fileSystemSource: FolderSource = {

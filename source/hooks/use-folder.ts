@@ -1,6 +1,8 @@
 // Opens the folder progressively: the listing (names, sizes, times) goes on screen first, then the
 // headers load a few at a time, newest (top of the list) first, in batches that arrive as reducer
-// actions at most every ~50 ms. Key handling never waits on any of it.
+// actions: every ~50 ms while the first screenfuls fill in, then every ~250 ms (each batch
+// re-renders the screen, and on a 1,000-file folder rendering at 20 Hz took a quarter of the
+// load time for rows nobody sees yet). Key handling never waits on any of it.
 import {useEffect, useRef} from 'react';
 import type {LoadedEntry} from '../state/entry-shape.js';
 import type {FoundFile} from '../state/file-row.js';
@@ -19,7 +21,11 @@ export type FolderSource = {
 };
 
 const concurrency = 8;
-const flushMs = 50;
+/** Batches of the first `eagerEntries` headers: the rows on screen first, so quickly. */
+const eagerFlushMs = 50;
+const eagerEntries = 200;
+/** Later batches: rows further down; the title's progress still moves four times a second. */
+const lateFlushMs = 250;
 
 export function useFolder(folder: string, source: FolderSource, dispatch: (action: Action | Action[]) => void, getState: () => AppState): void {
 	useEffect(() => {
@@ -27,18 +33,20 @@ export function useFolder(folder: string, source: FolderSource, dispatch: (actio
 		const {signal} = controller;
 		let buffer: LoadedEntry[] = [];
 		let timer: NodeJS.Timeout | undefined;
+		let delivered = 0;
 		const flush = (): void => {
 			timer = undefined;
 			if (buffer.length > 0 && !signal.aborted) {
 				const entries = buffer;
 				buffer = [];
+				delivered += entries.length;
 				dispatch({type: 'entries-loaded', entries, now: Date.now()});
 			}
 		};
 
 		const push = (entry: LoadedEntry): void => {
 			buffer.push(entry);
-			timer ??= setTimeout(flush, flushMs);
+			timer ??= setTimeout(flush, delivered < eagerEntries ? eagerFlushMs : lateFlushMs);
 		};
 
 		const run = async (): Promise<void> => {

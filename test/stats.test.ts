@@ -196,13 +196,14 @@ function buildFixture(): {tensors: FixtureTensor[]; references: Reference[]} {
 
 	const alpha = (module: string, value: number) => add(`${module}.alpha`, [], Float32Array.of(value));
 
-	// LoRA linear (F16, the common case), scale 1.5/3.
+	// LoRA linear (F16, the common case), scale 1.5/3. Element counts that are not multiples of 4
+	// (123, 75) so the F16 figures' remainder path counts too.
 	{
 		const m = 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q';
-		const down = add(`${m}.lora_down.weight`, [3, 40], undefined, 'F16');
-		const up = add(`${m}.lora_up.weight`, [24, 3], undefined, 'F16');
+		const down = add(`${m}.lora_down.weight`, [3, 41], undefined, 'F16');
+		const up = add(`${m}.lora_up.weight`, [25, 3], undefined, 'F16');
 		alpha(m, 1.5);
-		references.push({name: m, algo: 'lora', scale: 0.5, delta: matmul(up, 24, 3, down, 40)});
+		references.push({name: m, algo: 'lora', scale: 0.5, delta: matmul(up, 25, 3, down, 41)});
 	}
 
 	// Conv 1×1 (SD1 proj_in), scale 2/2.
@@ -442,16 +443,17 @@ test('lora-inspector bucket rules', () => {
 
 test('NaN and Inf values are counted and keep the module norm out of the totals', async () => {
 	const m = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_v';
-	const down = randomValues(2 * 8);
-	down[3] = Number.NaN;
-	const up = randomValues(8 * 2);
+	// 18 values each: the NaN sits in the last two, past the F16 loop's groups of four.
+	const down = randomValues(2 * 9);
+	down[17] = Number.NaN;
+	const up = randomValues(9 * 2);
 	up[0] = Number.POSITIVE_INFINITY;
 	const ok = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q';
 	const file = path.join(dir, 'nan.safetensors');
 	await writeFixture(file, [
 		{name: `${m}.alpha`, shape: [], values: Float32Array.of(2)},
-		{name: `${m}.lora_down.weight`, shape: [2, 8], values: down, dtype: 'F16'},
-		{name: `${m}.lora_up.weight`, shape: [8, 2], values: up, dtype: 'F16'},
+		{name: `${m}.lora_down.weight`, shape: [2, 9], values: down, dtype: 'F16'},
+		{name: `${m}.lora_up.weight`, shape: [9, 2], values: up, dtype: 'F16'},
 		{name: `${ok}.alpha`, shape: [], values: Float32Array.of(2)},
 		{name: `${ok}.lora_down.weight`, shape: [2, 8], values: randomValues(16), dtype: 'F16'},
 		{name: `${ok}.lora_up.weight`, shape: [8, 2], values: randomValues(16), dtype: 'F16'},

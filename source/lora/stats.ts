@@ -141,15 +141,18 @@ function getHalfTable(): Float32Array {
 	return halfTable;
 }
 
-/**
- * tensorFigures of raw F16 bytes without materialising the decoded tensor (one table load per
- * value); `out`, when given, receives the decoded values too.
- */
-function halfFigures(halves: Uint16Array, out?: Float32Array): TensorFigures & {nonFinite: number} {
-	const table = getHalfTable();
-	const n = halves.length;
-	// Four independent sums: one chain of dependent float adds per sum would bound the loop at the
-	// add latency; this is the hottest loop of `inspect -w` (every F16 value of the file).
+/** Σv² and Σ|v| of the last halfSums / halfSumsInto call (no object per tensor). */
+const halfSumsOut = new Float64Array(2);
+
+// The two hot loops of `inspect -w` (every F16 value of the file) live in functions with nothing
+// else in them. With the remainder loop and the NaN scan in the same function, V8 optimised it on
+// stack (OSR) with no type feedback for the never-run tail, deoptimised at the end of every tensor,
+// and ran each next call in the interpreter until the loop was hot again: most LoRA tensors are
+// small, so most values were summed unoptimised (~4.4 ns each instead of ~1.5). Four independent
+// sums each: one chain of dependent float adds would bound the loop at the add latency.
+
+/** Sums of the first `n4` values (a multiple of 4) of `halves`, decoded through `table`. */
+function halfSums(halves: Uint16Array, table: Float32Array, n4: number): void {
 	let s0 = 0;
 	let s1 = 0;
 	let s2 = 0;
@@ -158,69 +161,97 @@ function halfFigures(halves: Uint16Array, out?: Float32Array): TensorFigures & {
 	let a1 = 0;
 	let a2 = 0;
 	let a3 = 0;
-	let i = 0;
+	for (let i = 0; i < n4; i += 4) {
+		const v0 = table[halves[i]!]!;
+		const v1 = table[halves[i + 1]!]!;
+		const v2 = table[halves[i + 2]!]!;
+		const v3 = table[halves[i + 3]!]!;
+		s0 += v0 * v0;
+		s1 += v1 * v1;
+		s2 += v2 * v2;
+		s3 += v3 * v3;
+		a0 += Math.abs(v0);
+		a1 += Math.abs(v1);
+		a2 += Math.abs(v2);
+		a3 += Math.abs(v3);
+	}
+
+	halfSumsOut[0] = (s0 + s1) + (s2 + s3);
+	halfSumsOut[1] = (a0 + a1) + (a2 + a3);
+}
+
+/** halfSums that also writes the decoded values to `out`. */
+function halfSumsInto(halves: Uint16Array, table: Float32Array, n4: number, out: Float32Array): void {
+	let s0 = 0;
+	let s1 = 0;
+	let s2 = 0;
+	let s3 = 0;
+	let a0 = 0;
+	let a1 = 0;
+	let a2 = 0;
+	let a3 = 0;
+	for (let i = 0; i < n4; i += 4) {
+		const v0 = table[halves[i]!]!;
+		const v1 = table[halves[i + 1]!]!;
+		const v2 = table[halves[i + 2]!]!;
+		const v3 = table[halves[i + 3]!]!;
+		out[i] = v0;
+		out[i + 1] = v1;
+		out[i + 2] = v2;
+		out[i + 3] = v3;
+		s0 += v0 * v0;
+		s1 += v1 * v1;
+		s2 += v2 * v2;
+		s3 += v3 * v3;
+		a0 += Math.abs(v0);
+		a1 += Math.abs(v1);
+		a2 += Math.abs(v2);
+		a3 += Math.abs(v3);
+	}
+
+	halfSumsOut[0] = (s0 + s1) + (s2 + s3);
+	halfSumsOut[1] = (a0 + a1) + (a2 + a3);
+}
+
+/**
+ * tensorFigures of raw F16 bytes without materialising the decoded tensor (one table load per
+ * value); `out`, when given, receives the decoded values too.
+ */
+function halfFigures(halves: Uint16Array, out?: Float32Array): TensorFigures & {nonFinite: number} {
+	const table = getHalfTable();
+	const n = halves.length;
+	const n4 = n - (n % 4);
 	if (out) {
-		for (; i + 3 < n; i += 4) {
-			const v0 = table[halves[i]!]!;
-			const v1 = table[halves[i + 1]!]!;
-			const v2 = table[halves[i + 2]!]!;
-			const v3 = table[halves[i + 3]!]!;
-			out[i] = v0;
-			out[i + 1] = v1;
-			out[i + 2] = v2;
-			out[i + 3] = v3;
-			s0 += v0 * v0;
-			s1 += v1 * v1;
-			s2 += v2 * v2;
-			s3 += v3 * v3;
-			a0 += Math.abs(v0);
-			a1 += Math.abs(v1);
-			a2 += Math.abs(v2);
-			a3 += Math.abs(v3);
-		}
-
-		for (; i < n; i++) {
-			const v = table[halves[i]!]!;
-			out[i] = v;
-			s0 += v * v;
-			a0 += Math.abs(v);
-		}
+		halfSumsInto(halves, table, n4, out);
 	} else {
-		for (; i + 3 < n; i += 4) {
-			const v0 = table[halves[i]!]!;
-			const v1 = table[halves[i + 1]!]!;
-			const v2 = table[halves[i + 2]!]!;
-			const v3 = table[halves[i + 3]!]!;
-			s0 += v0 * v0;
-			s1 += v1 * v1;
-			s2 += v2 * v2;
-			s3 += v3 * v3;
-			a0 += Math.abs(v0);
-			a1 += Math.abs(v1);
-			a2 += Math.abs(v2);
-			a3 += Math.abs(v3);
+		halfSums(halves, table, n4);
+	}
+
+	let squares = halfSumsOut[0]!;
+	let absolute = halfSumsOut[1]!;
+	for (let i = n4; i < n; i++) {
+		const v = table[halves[i]!]!;
+		if (out) {
+			out[i] = v;
 		}
 
-		for (; i < n; i++) {
-			const v = table[halves[i]!]!;
-			s0 += v * v;
-			a0 += Math.abs(v);
+		squares += v * v;
+		absolute += Math.abs(v);
+	}
+
+	return {magnitude: Math.sqrt(squares), strength: n === 0 ? 0 : absolute / n, nonFinite: Number.isFinite(squares) ? 0 : countNonFiniteHalves(halves)};
+}
+
+function countNonFiniteHalves(halves: Uint16Array): number {
+	let count = 0;
+	for (let i = 0; i < halves.length; i++) {
+		// Exponent bits all ones: Inf or NaN.
+		if ((halves[i]! & 0x7c_00) === 0x7c_00) {
+			count++;
 		}
 	}
 
-	const squares = (s0 + s1) + (s2 + s3);
-	const absolute = (a0 + a1) + (a2 + a3);
-	let nonFinite = 0;
-	if (!Number.isFinite(squares)) {
-		for (let i = 0; i < n; i++) {
-			// Exponent bits all ones: Inf or NaN.
-			if ((halves[i]! & 0x7c_00) === 0x7c_00) {
-				nonFinite++;
-			}
-		}
-	}
-
-	return {magnitude: Math.sqrt(squares), strength: n === 0 ? 0 : absolute / n, nonFinite};
+	return count;
 }
 
 type RawTensor = {info: TensorInfo; bytes: Uint8Array};

@@ -84,7 +84,17 @@ export function coreFromGrams(gu: Float64Array, gd: Float64Array, rank: number):
 
 	const ld = unpivot({rank, k, perm: chol.perm, l: chol.l});
 	// M = Ldᵀ·(G_u·Ld), filled symmetrically against rounding.
-	const guLd = multiply(gu, rank, rank, ld, k);
+	const m = upperProduct(ld, multiply(gu, rank, rank, ld, k), rank, k);
+	mirrorUpper(m, k);
+	return {rank, k, perm: chol.perm, l: chol.l, m, refined: false};
+}
+
+/**
+ * The upper triangle of Ldᵀ·(G_u·Ld) (k×k from two rank×k matrices). A function of its own so V8
+ * optimises it whole: as a loop inside coreFromGrams it was optimised on stack and deoptimised at
+ * the next call in that function, once per module.
+ */
+function upperProduct(ld: Float64Array, guLd: Float64Array, rank: number, k: number): Float64Array {
 	const m = new Float64Array(k * k);
 	for (let i = 0; i < rank; i++) {
 		const row = i * k;
@@ -100,8 +110,7 @@ export function coreFromGrams(gu: Float64Array, gd: Float64Array, rank: number):
 		}
 	}
 
-	mirrorUpper(m, k);
-	return {rank, k, perm: chol.perm, l: chol.l, m, refined: false};
+	return m;
 }
 
 /**

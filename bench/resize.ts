@@ -90,7 +90,7 @@ export async function ensureInputs(): Promise<Input[]> {
 
 /** The CLI as users run it: the build when present (npm run bench builds first), else tsx. */
 function cliCommand(): string[] {
-	const built = path.join(root, 'build', 'cli.js');
+	const built = path.join(root, 'build', 'bundle', 'cli.js');
 	return existsSync(built) ? [built] : ['--import', 'tsx', path.join(root, 'source', 'cli.tsx')];
 }
 

@@ -1,4 +1,4 @@
-// End to end without tmux: the BUILT CLI (build/cli.js) in a real pseudo-terminal (node-pty), its output
+// End to end without tmux: the BUILT CLI (build/bundle/cli.js) in a real pseudo-terminal (node-pty), its output
 // parsed by a headless xterm.js, with the real engine process. j/k move the selection, Enter opens the
 // detail, Tab and number keys reach the Blocks tab whose norms match a float64 reference, a copied file
 // appears with its "new" badge, a small terminal shows the too-small screen, the app runs on the

@@ -1,16 +1,17 @@
-// End to end: the BUILT CLI (build/cli.js) in a real terminal (tmux) on a temp folder, with the real
+// End to end: the BUILT CLI (build/bundle/cli.js, what users run) in a real terminal (tmux) on a temp folder, with the real
 // engine process. The list shows the files, Enter opens the detail, Tab reaches Tags and Blocks, a file
 // copied into the folder appears with its "new" badge, q exits with code 0 and the screen is restored.
 import assert from 'node:assert/strict';
 import {execFileSync, spawnSync} from 'node:child_process';
-import {copyFile, readdir, readFile, stat, utimes} from 'node:fs/promises';
+import {copyFile, readFile, stat, utimes} from 'node:fs/promises';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import {sample, tempFolder} from './helpers/fixtures.js';
+import {builtCli, ensureBuilt} from './helpers/pty-screen.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(root, 'build', 'cli.js');
+const cli = builtCli(root);
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 const session = `lorascope-e2e-${process.pid}`;
 let work: {dir: string; remove: () => Promise<void>};
@@ -48,35 +49,12 @@ function keys(...names: string[]): void {
 	tmux('send-keys', '-t', session, ...names);
 }
 
-/** Newest mtime of the files under a folder (recursive). */
-async function newest(dir: string): Promise<number> {
-	let latest = 0;
-	for (const entry of await readdir(dir, {withFileTypes: true, recursive: true})) {
-		if (entry.isFile()) {
-			latest = Math.max(latest, (await stat(path.join(entry.parentPath, entry.name))).mtimeMs);
-		}
-	}
-
-	return latest;
-}
-
-/** `npm run build` when build/cli.js is missing or older than the sources (npm test builds first anyway). */
-async function ensureBuilt(): Promise<void> {
-	const built = await stat(cli).then(info => info.mtimeMs, () => 0);
-	if (built > (await newest(path.join(root, 'source')))) {
-		return;
-	}
-
-	const result = spawnSync('npm', ['run', 'build'], {cwd: root, encoding: 'utf8'});
-	assert.equal(result.status, 0, `npm run build failed:\n${result.stdout}\n${result.stderr}`);
-}
-
 before(async () => {
 	if (!hasTmux) {
 		return;
 	}
 
-	await ensureBuilt();
+	await ensureBuilt(root);
 	work = await tempFolder('lorascope-e2e-');
 	folder = path.join(work.dir, 'loras');
 	await sample(folder, 'aria.safetensors', 'sd15-lora', {rank: 4, alpha: 2});

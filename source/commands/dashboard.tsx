@@ -141,7 +141,9 @@ export async function run(argv: string[]): Promise<number> {
 	process.env['NODE_ENV'] ??= 'production';
 	// No JSX in this file for the same reason: a static react/jsx-runtime import would load React in
 	// development mode before NODE_ENV is set, and mixing the two builds renders nothing.
-	const [{createElement}, {render}, {Root}, {engineFactory}] = await Promise.all([import('react'), import('ink'), import('../app.js'), import('../hooks/stats-engine.js')]);
+	const [react, {render}, {Root}, {engineFactory}] = await Promise.all([import('react'), import('ink'), import('../app.js'), import('../hooks/stats-engine.js')]);
+	// React is CommonJS: Node's import() also names its exports, the CLI bundle's only has `default`.
+	const {createElement} = react.default;
 	mkdirSync(cache, {recursive: true});
 	const restoreConsole = redirectConsole(path.join(cache, 'dashboard.log'));
 	const env = detectTerminalEnv(process.env, true);

@@ -3,6 +3,7 @@
 // job ("engine stopped: …") and the next run starts a fresh one, so callers never hang. The
 // worker's stdout/stderr (native onnxruntime output) are piped and become log events.
 import {fork, type ChildProcess} from 'node:child_process';
+import {existsSync} from 'node:fs';
 import path from 'node:path';
 import {createInterface} from 'node:readline';
 import {fileURLToPath} from 'node:url';
@@ -50,7 +51,11 @@ export function workerEntry(moduleUrl = import.meta.url): WorkerEntry {
 		return {modulePath: path.join(here, 'worker.ts'), execArgv: ['--import', tsx]};
 	}
 
-	return {modulePath: path.join(here, 'worker.js'), execArgv: []};
+	// tsc's build has the worker beside this module (build/engine/); the CLI bundle
+	// (build/bundle/, scripts/bundle.mjs) forks that same compiled worker one folder over.
+	const beside = path.join(here, 'worker.js');
+	const fromBundle = path.join(here, '..', 'engine', 'worker.js');
+	return {modulePath: existsSync(beside) || !existsSync(fromBundle) ? beside : fromBundle, execArgv: []};
 }
 
 export class EngineClient {

@@ -40,9 +40,14 @@ async function newest(dir: string): Promise<number> {
 	return latest;
 }
 
-/** `npm run build` when build/cli.js is missing or older than the sources (npm test builds first anyway). */
+/** The CLI users run: the bundle that `npm run build` makes (scripts/bundle.mjs). */
+export function builtCli(root: string): string {
+	return path.join(root, 'build', 'bundle', 'cli.js');
+}
+
+/** `npm run build` when the built CLI is missing or older than the sources (npm test builds first anyway). */
 export async function ensureBuilt(root: string): Promise<string> {
-	const cli = path.join(root, 'build', 'cli.js');
+	const cli = builtCli(root);
 	const built = await stat(cli).then(info => info.mtimeMs, () => 0);
 	if (built <= (await newest(path.join(root, 'source')))) {
 		const result = spawnSync('npm', ['run', 'build'], {cwd: root, encoding: 'utf8'});

@@ -8,6 +8,7 @@ import path from 'node:path';
 import process from 'node:process';
 import meow from 'meow';
 import type {DevicePreference} from '../engine/protocol.js';
+import {fileSystemSource, withPrefetchedListing} from '../hooks/folder-source.js';
 import {errorReason, readHeader} from '../lora/safetensors.js';
 import {sanitizeLine} from '../lora/sanitize.js';
 import {ensureSamples} from '../lora/samples.js';
@@ -136,6 +137,8 @@ export async function run(argv: string[]): Promise<number> {
 		return 2;
 	}
 
+	// The folder's listing runs on the thread pool while the modules below load.
+	const source = withPrefetchedListing(fileSystemSource, folder);
 	// React (loaded with Ink below) picks its build when it loads: the production one is several times
 	// faster at re-rendering a thousand-row list.
 	process.env['NODE_ENV'] ??= 'production';
@@ -165,6 +168,7 @@ export async function run(argv: string[]): Promise<number> {
 	onScreen = true;
 	const props = {
 		folder,
+		source,
 		env,
 		engine: engineFactory(device),
 		watch: cli.flags.watch,

@@ -21,6 +21,8 @@ export type FolderSource = {
 };
 
 const concurrency = 8;
+/** A little over one Ink frame (maxFps 30). */
+const listingFrameMs = 40;
 /** Batches of the first `eagerEntries` headers: the rows on screen first, so quickly. */
 const eagerFlushMs = 50;
 const eagerEntries = 200;
@@ -63,6 +65,11 @@ export function useFolder(folder: string, source: FolderSource, dispatch: (actio
 					dispatch({type: 'log', line: {level: 'warn', message: `skipped ${path}: ${reason}`, time: Date.now()}});
 				},
 			);
+			// Let Ink draw the complete listing (it renders at most ~30 times a second) before header
+			// parsing takes the main thread: otherwise the last rows wait behind the first batches.
+			await new Promise(resolve => {
+				setTimeout(resolve, listingFrameMs);
+			});
 			// Load in list order (newest first by default), so the rows on screen fill in first.
 			const state = getState();
 			const queue = [...state.order.filter(p => state.rows.get(p)?.status === 'pending')];

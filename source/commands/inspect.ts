@@ -526,7 +526,10 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 		return (await kernelChoice).kernels;
 	};
 
-	const results: Inspected[] = [];
+	// --json streams the array one file at a time (the same text JSON.stringify of the whole array
+	// gives): keeping every result until the end held a 1,000,000-entry model and 10 MB metadata
+	// values at once, 1.4 GB on the hostile corpus.
+	let jsonItems = 0;
 	const usedNames = new Set<string>();
 	let failed = false;
 	try {
@@ -543,19 +546,22 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 
 			failed ||= result.error !== null;
 			if (flags.json) {
-				results.push(result);
+				const element = jsonForTerminal(toJson(result, flags), 2).replaceAll('\n', '\n  ');
+				io.stdout(`${jsonItems === 0 ? '[\n  ' : ',\n  '}${element}`);
+				jsonItems++;
 			} else {
 				io.stdout(formatText(result, flags, io.columns));
 			}
 		}
 	} finally {
+		// Closed even if something threw, so stdout stays one valid JSON array.
+		if (flags.json) {
+			io.stdout(jsonItems === 0 ? '[]\n' : '\n]\n');
+		}
+
 		if (kernelChoice) {
 			await (await kernelChoice).dispose();
 		}
-	}
-
-	if (flags.json) {
-		io.stdout(`${jsonForTerminal(results.map(r => toJson(r, flags)), 2)}\n`);
 	}
 
 	return failed ? 1 : 0;

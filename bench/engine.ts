@@ -17,6 +17,7 @@ import {decomposeHeader} from '../source/engine/jobs/decompose.js';
 import {createOrtKernels} from '../source/engine/kernels/ort-kernels.js';
 import {gramColsJs} from '../source/engine/kernels/js-kernels.js';
 import type {EngineKernels} from '../source/engine/kernels/types.js';
+import {computeFileHashes} from '../source/lora/hashes.js';
 import {readHeader} from '../source/lora/safetensors.js';
 import {writeSample, writeSdxlBenchLora} from '../source/lora/samples.js';
 
@@ -138,6 +139,18 @@ async function workerFigures(inputs: Input[]): Promise<void> {
 	}
 }
 
+/** The Hashes job's work (`H` in the dashboard, `inspect --hash`): full SHA-256 (and AutoV2), the tensor-data hash and sshs_legacy_hash, one read. */
+async function hashFigures(inputs: Input[]): Promise<void> {
+	console.log('\n### File hashes (SHA-256 + AutoV2, tensor-data hash, sshs legacy hash in one pass; page cache)');
+	console.log('| input | MB | s (mean of 3) | MB/s |');
+	console.log('| --- | ---: | ---: | ---: |');
+	for (const input of inputs.filter(i => i.label.startsWith('SDXL'))) {
+		const bytes = (await stat(input.file)).size;
+		const seconds = (await timeIt(3, async () => computeFileHashes(input.file))) / 1000;
+		console.log(`| ${input.label} | ${(bytes / 1e6).toFixed(1)} | ${seconds.toFixed(2)} | ${(bytes / 1e6 / seconds).toFixed(0)} |`);
+	}
+}
+
 export async function run({quick}: {quick: boolean}): Promise<void> {
 	const cuda = checkCuda();
 	console.log(`CUDA provider: ${cuda.available ? 'available' : 'unavailable'} (${cuda.reason})`);
@@ -155,6 +168,7 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 	}
 
 	await workerFigures(inputs);
+	await hashFigures(inputs);
 	const sizes = await Promise.all(inputs.map(async input => (await stat(input.file)).size));
 	console.log(`\n(${inputs.length} inputs, ${(sizes.reduce((a, b) => a + b, 0) / 1e6).toFixed(0)} MB; node ${process.version}, target: SDXL r32 decomposition ≤ 2 s)`);
 }

@@ -8,7 +8,7 @@
 //
 // Left out of the bundle: onnxruntime-node (native binding, loaded from node_modules) and the
 // engine worker, which the client forks from build/engine/worker.js (tsc's output) as before.
-import {rm} from 'node:fs/promises';
+import {mkdir, rm, writeFile} from 'node:fs/promises';
 import {createRequire} from 'node:module';
 import path from 'node:path';
 import process from 'node:process';
@@ -17,12 +17,18 @@ import {fileURLToPath} from 'node:url';
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
 
+const outdir = path.join(root, 'build', 'bundle');
+// Chunk names carry content hashes: clear the last build's so stale chunks do not pile up.
+await rm(outdir, {recursive: true, force: true});
+
 let esbuild;
 try {
-	// esbuild comes with tsx (a dev dependency); a missing one leaves the unbundled build working.
 	esbuild = require('esbuild');
 } catch {
-	console.warn('bundle: esbuild not found; build/bundle not made (run npm install)');
+	// Without esbuild the CLI still works, unbundled (slower to start): the entry just imports it.
+	console.warn('bundle: esbuild not found; build/bundle/cli.js runs the unbundled build (run npm install)');
+	await mkdir(outdir, {recursive: true});
+	await writeFile(path.join(outdir, 'cli.js'), '#!/usr/bin/env node\nimport \'../cli.js\';\n', {mode: 0o755});
 	process.exit(0);
 }
 
@@ -35,9 +41,6 @@ const devtoolsStub = {
 	},
 };
 
-const outdir = path.join(root, 'build', 'bundle');
-// Chunk names carry content hashes: clear the last build's so stale chunks do not pile up.
-await rm(outdir, {recursive: true, force: true});
 await esbuild.build({
 	entryPoints: [path.join(root, 'build', 'cli.js')],
 	outdir,

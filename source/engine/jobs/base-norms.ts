@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import {mapModulesToBase, baseMapModulesOf, type BaseSlice} from '../../lora/base-map.js';
-import {decodeToFloat32, dtypeSize, isFloatDType} from '../../lora/dtypes.js';
+import {decodeInto, decodeToFloat32, dtypeSize, isFloatDType} from '../../lora/dtypes.js';
 import {buildLoraModel} from '../../lora/model.js';
 import type {BaseNorm} from '../../lora/resize-plan.js';
 import {errnoReason, LoraFileError, openForRead, readHeader, TensorReader} from '../../lora/safetensors.js';
@@ -649,24 +649,43 @@ export async function subspaceDiagonal(
 	if (transposed) {
 		// W = Pᵀ with P inDim×outDim: W·downᵀ = (down·P)ᵀ.
 		const downP = await kernels.mulF64F32(Float64Array.from(down), rank, inDim, weight, outDim);
-		wd = new Float32Array(outDim * rank);
-		for (let a = 0; a < rank; a++) {
-			for (let o = 0; o < outDim; o++) {
-				wd[(o * rank) + a] = downP[(a * outDim) + o]!;
-			}
-		}
+		wd = transposed32(downP, rank, outDim);
 	} else {
-		const downT = new Float64Array(inDim * rank);
-		for (let a = 0; a < rank; a++) {
-			for (let c = 0; c < inDim; c++) {
-				downT[(c * rank) + a] = down[(a * inDim) + c]!;
-			}
-		}
-
-		wd = await kernels.mulF32F64(weight, outDim, inDim, downT, rank);
+		wd = await kernels.mulF32F64(weight, outDim, inDim, transposed64(down, rank, inDim), rank);
 	}
 
-	// z = upᵀ·wd (rank×rank) in float64.
+	return mapDiagonal(factorization, upTransposeTimes(up, wd, outDim, rank));
+}
+
+// The loops of subspaceDiagonal are sync functions of their own: inside the async function V8
+// optimised them on stack once per call and threw the code away at the next await.
+
+/** The transpose of a rows×cols matrix, as float32. */
+function transposed32(m: Float32Array, rows: number, cols: number): Float32Array {
+	const t = new Float32Array(rows * cols);
+	for (let r = 0; r < rows; r++) {
+		for (let c = 0; c < cols; c++) {
+			t[(c * rows) + r] = m[(r * cols) + c]!;
+		}
+	}
+
+	return t;
+}
+
+/** The transpose of a rows×cols matrix, as float64. */
+function transposed64(m: Float32Array, rows: number, cols: number): Float64Array {
+	const t = new Float64Array(rows * cols);
+	for (let r = 0; r < rows; r++) {
+		for (let c = 0; c < cols; c++) {
+			t[(c * rows) + r] = m[(r * cols) + c]!;
+		}
+	}
+
+	return t;
+}
+
+/** z = upᵀ·wd (rank×rank) in float64, for up and wd outDim×rank. */
+function upTransposeTimes(up: Float32Array, wd: Float32Array, outDim: number, rank: number): Float64Array {
 	const z = new Float64Array(rank * rank);
 	for (let o = 0; o < outDim; o++) {
 		for (let a = 0; a < rank; a++) {
@@ -681,6 +700,12 @@ export async function subspaceDiagonal(
 		}
 	}
 
+	return z;
+}
+
+/** dᵢ = leftMap[:, i]ᵀ·z·rightMap[i, :] for every singular value. */
+function mapDiagonal(factorization: ModuleFactorization, z: Float64Array): Float64Array {
+	const {rank} = factorization;
 	const total = factorization.singularValues.length;
 	const d = new Float64Array(total);
 	for (let i = 0; i < total; i++) {
@@ -745,6 +770,8 @@ async function subspaceValues(
 		const baseReader = await TensorReader.open(base);
 		const loraReader = await TensorReader.open(lora);
 		let bytesDone = 0;
+		let rawScratch = Buffer.alloc(0);
+		let weightScratch = new Float32Array(0);
 		try {
 			for (const [index, [name, slice]] of todo.entries()) {
 				await ctx.yield();
@@ -753,7 +780,20 @@ async function subspaceValues(
 				const info = base.byName.get(slice.key)!;
 				const rowBytes = slice.inDim * dtypeSize[info.dtype];
 				const start = info.begin + ((slice.rows?.[0] ?? 0) * rowBytes);
-				const weight = decodeToFloat32(await baseReader.readDataRange(start, slice.outDim * rowBytes), info.dtype);
+				// Base slices reach ~60 MB (SD conv, SDXL MLP): read and decode into buffers reused
+				// across modules, not fresh zero-filled ones for each.
+				const byteLength = slice.outDim * rowBytes;
+				if (rawScratch.length < byteLength) {
+					rawScratch = Buffer.allocUnsafe(byteLength);
+				}
+
+				const count = slice.outDim * slice.inDim;
+				if (weightScratch.length < count) {
+					weightScratch = new Float32Array(count);
+				}
+
+				const weight = weightScratch.subarray(0, count);
+				decodeInto(await baseReader.readDataRange(start, byteLength, rawScratch), info.dtype, weight);
 				const upKey = module.tensors['up']!;
 				const downKey = module.tensors['down']!;
 				const up = decodeToFloat32(await loraReader.readRaw(upKey), lora.byName.get(upKey)!.dtype);

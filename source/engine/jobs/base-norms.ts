@@ -649,9 +649,9 @@ export async function subspaceDiagonal(
 	if (transposed) {
 		// W = Pᵀ with P inDim×outDim: W·downᵀ = (down·P)ᵀ.
 		const downP = await kernels.mulF64F32(Float64Array.from(down), rank, inDim, weight, outDim);
-		wd = transposed32(downP, rank, outDim);
+		wd = transposeInto(downP, rank, outDim, new Float32Array(rank * outDim));
 	} else {
-		wd = await kernels.mulF32F64(weight, outDim, inDim, transposed64(down, rank, inDim), rank);
+		wd = await kernels.mulF32F64(weight, outDim, inDim, transposeInto(down, rank, inDim, new Float64Array(rank * inDim)), rank);
 	}
 
 	return mapDiagonal(factorization, upTransposeTimes(up, wd, outDim, rank));
@@ -660,21 +660,8 @@ export async function subspaceDiagonal(
 // The loops of subspaceDiagonal are sync functions of their own: inside the async function V8
 // optimised them on stack once per call and threw the code away at the next await.
 
-/** The transpose of a rows×cols matrix, as float32. */
-function transposed32(m: Float32Array, rows: number, cols: number): Float32Array {
-	const t = new Float32Array(rows * cols);
-	for (let r = 0; r < rows; r++) {
-		for (let c = 0; c < cols; c++) {
-			t[(c * rows) + r] = m[(r * cols) + c]!;
-		}
-	}
-
-	return t;
-}
-
-/** The transpose of a rows×cols matrix, as float64. */
-function transposed64(m: Float32Array, rows: number, cols: number): Float64Array {
-	const t = new Float64Array(rows * cols);
+/** The transpose of a rows×cols matrix, written to `t` (float32 or float64). */
+function transposeInto<T extends Float32Array | Float64Array>(m: Float32Array, rows: number, cols: number, t: T): T {
 	for (let r = 0; r < rows; r++) {
 		for (let c = 0; c < cols; c++) {
 			t[(c * rows) + r] = m[(r * cols) + c]!;

@@ -149,7 +149,8 @@ const halfSumsOut = new Float64Array(2);
 // stack (OSR) with no type feedback for the never-run tail, deoptimised at the end of every tensor,
 // and ran each next call in the interpreter until the loop was hot again: most LoRA tensors are
 // small, so most values were summed unoptimised (~4.4 ns each instead of ~1.5). Four independent
-// sums each: one chain of dependent float adds would bound the loop at the add latency.
+// sums each: one chain of dependent float adds would bound the loop at the add latency. The two
+// are the same loop on purpose: sharing one would test `out` per value or write to a dummy buffer.
 
 /** Sums of the first `n4` values (a multiple of 4) of `halves`, decoded through `table`. */
 function halfSums(halves: Uint16Array, table: Float32Array, n4: number): void {

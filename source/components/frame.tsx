@@ -43,7 +43,7 @@ function titleParts(state: AppState): TitlePart[] {
 	const parts: TitlePart[] = [
 		{text: 'lorascope ', role: 'heading'},
 		{text: `${folderTail(clean(state.folder, env, 4096), 48, g.ellipsis)}  `, role: 'dim'},
-		{text: state.order.length === total ? `${total} files` : `${state.order.length} of ${total} files`},
+		{text: state.order.length === total ? `${total} ${total === 1 ? 'file' : 'files'}` : `${state.order.length} of ${total} ${total === 1 ? 'file' : 'files'}`},
 	];
 	if (failed > 0) {
 		parts.push({text: `, ${failed} failed`, role: 'error'});
@@ -87,7 +87,7 @@ function fallbackStatus(state: AppState): string {
 		return `${where}: ${row.error ?? 'unreadable'}`;
 	}
 
-	const timing = state.scan.loadedMs === undefined ? '' : `  (${state.rows.size} headers read in ${formatNumber(state.scan.loadedMs / 1000, 2)} s)`;
+	const timing = state.scan.loadedMs === undefined ? '' : `  (${state.rows.size} ${state.rows.size === 1 ? 'header' : 'headers'} read in ${formatNumber(state.scan.loadedMs / 1000, 2)} s)`;
 	return `${where}${timing}`;
 }
 

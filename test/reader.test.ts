@@ -359,3 +359,50 @@ test('error messages: one line, base name with control characters escaped; error
 	assert.equal(errorReason(undefined), 'undefined');
 	assert.ok(errorReason(new Error('x'.repeat(10_000))).length <= 300);
 });
+
+test('canonical entries (the fast path) and spaced-out ones (the general parser) read alike, errors included', () => {
+	// The same header twice: as writers emit it, and with a space after every ':' and ',', which
+	// the fast path does not take. Results and error messages must not depend on the path.
+	const spaced = (json: string): string => json.replaceAll(/([:,])(?=["[{\d-])/g, '$1 ');
+	const parse = (json: string, dataSize: number): unknown => {
+		const bytes = Buffer.from(json);
+		try {
+			const header = parseHeaderBytes('x.safetensors', bytes, 8 + bytes.length + dataSize, 0);
+			return {tensors: header.tensors, metadata: {...header.metadata}};
+		} catch (error) {
+			// Positions differ by the inserted spaces; the reason must not.
+			return (error as Error).message.replace(/ at byte \d+/, '');
+		}
+	};
+
+	const entries = [
+		'"a":{"dtype":"F16","shape":[320,4],"data_offsets":[0,2560]}',
+		'"b":{"dtype":"BF16","shape":[],"data_offsets":[2560,2562]}',
+		'"c":{"dtype":"F32","shape":[2,0,3],"data_offsets":[2562,2562]}',
+		'"d":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1,7],"data_offsets":[2562,2569]}',
+	];
+	const cases: Array<[string, number]> = [
+		[`{"__metadata__":{"k":"v"},${entries.join(',')}}`, 2569],
+		['{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}', 8], // Byte length ≠ shape × size
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}', 8], // End before begin
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 2], // Beyond the data area
+		['{"t":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}', 4], // Leading zero
+		['{"t":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}', 4], // A fraction
+		['{"t":{"dtype":"F32","shape":[1e0],"data_offsets":[0,4]}}', 4], // An exponent
+		['{"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}', 4], // Negative
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}', 8], // Three offsets
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,1234567890123456]}}', 8], // 16 digits
+		['{"t":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}}', 4], // Unknown dtype
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}', 4], // An extra key
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4],
+		['{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}', 4], // Unterminated
+	];
+	for (const [json, dataSize] of cases) {
+		const fast = parse(json, dataSize);
+		assert.deepEqual(parse(spaced(json), dataSize), fast, json);
+	}
+
+	// The good header really parsed, with the values written above.
+	const good = parse(cases[0]![0], 2569) as {tensors: Array<{name: string; shape: number[]; begin: number; end: number}>};
+	assert.deepEqual(good.tensors.map(t => [t.name, t.shape, t.begin, t.end]), [['a', [320, 4], 0, 2560], ['b', [], 2560, 2562], ['c', [2, 0, 3], 2562, 2562], ['d', [1, 1, 1, 1, 1, 1, 1, 1, 1, 7], 2562, 2569]]);
+});

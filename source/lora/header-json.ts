@@ -90,6 +90,49 @@ function quotedBytes(words: readonly string[]): Array<{word: string; bytes: Uint
 
 const entryKeyBytes = quotedBytes(entryKeys);
 const commonDTypeBytes = quotedBytes(commonDTypes);
+const dtypePrefix = Buffer.from('{"dtype":"', 'latin1');
+const shapePrefix = Buffer.from(',"shape":[', 'latin1');
+const offsetsPrefix = Buffer.from(',"data_offsets":[', 'latin1');
+
+/** Whether `image` is at `pos` in `bytes`. */
+function bytesAt(bytes: Uint8Array, pos: number, image: Uint8Array): boolean {
+	for (let i = 0; i < image.length; i++) {
+		if (bytes[pos + i] !== image[i]) {
+			return false;
+		}
+	}
+
+	return true;
+}
+
+/** A tensor entry read by the fast path: validated by checkEntry like any other. */
+type CanonicalEntry = {dtype: string; shape: number[]; begin: number; end: number};
+
+/**
+ * A JSON integer of 1–15 digits at `pos` (no sign, no leading zero, no fraction or exponent: those
+ * go to the general parser), with the position after it.
+ */
+function canonicalInteger(bytes: Uint8Array, pos: number): {value: number; end: number} | undefined {
+	let code = bytes[pos] ?? -1;
+	if (code === digit0) {
+		const next = bytes[pos + 1] ?? -1;
+		return (next >= digit0 && next <= digit9) || next === 0x2e || next === 0x65 || next === 0x45 ? undefined : {value: 0, end: pos + 1};
+	}
+
+	let value = 0;
+	let end = pos;
+	while (code >= digit0 && code <= digit9) {
+		value = (value * 10) + (code - digit0);
+		end++;
+		code = bytes[end] ?? -1;
+	}
+
+	if (end === pos || end - pos > 15 || code === 0x2e || code === 0x65 || code === 0x45) {
+		return undefined;
+	}
+
+	return {value, end};
+}
 
 class Parser {
 	readonly bytes: Buffer;
@@ -459,6 +502,77 @@ class Parser {
 	}
 
 	/**
+	 * The entry at the cursor if it is written exactly as the safetensors writers write it —
+	 * `{"dtype":"F16","shape":[320,4],"data_offsets":[0,2560]}`, no spaces, common dtype, plain
+	 * integers of at most 15 digits — consuming it; otherwise undefined with the cursor unmoved,
+	 * and the general parser reads (and reports) it. Nearly every entry of a real header takes this
+	 * path, which skips the key dispatch and duplicate checks a canonical entry cannot need.
+	 */
+	canonicalEntry(): CanonicalEntry | undefined {
+		const {bytes} = this;
+		let pos = this.pos;
+		if (!bytesAt(bytes, pos, dtypePrefix)) {
+			return undefined;
+		}
+
+		pos += dtypePrefix.length;
+		let dtype: string | undefined;
+		for (const {word, bytes: image} of commonDTypeBytes) {
+			if (bytesAt(bytes, pos, image)) {
+				dtype = word;
+				pos += image.length;
+				break;
+			}
+		}
+
+		if (dtype === undefined || !bytesAt(bytes, pos, shapePrefix)) {
+			return undefined;
+		}
+
+		pos += shapePrefix.length;
+		const shape: number[] = [];
+		if (bytes[pos] === closeBracket) {
+			pos++;
+		} else {
+			for (;;) {
+				const value = canonicalInteger(bytes, pos);
+				if (value === undefined || shape.length >= maxTensorRank) {
+					return undefined;
+				}
+
+				shape.push(value.value);
+				pos = value.end;
+				if (bytes[pos] === comma) {
+					pos++;
+				} else if (bytes[pos] === closeBracket) {
+					pos++;
+					break;
+				} else {
+					return undefined;
+				}
+			}
+		}
+
+		if (!bytesAt(bytes, pos, offsetsPrefix)) {
+			return undefined;
+		}
+
+		pos += offsetsPrefix.length;
+		const begin = canonicalInteger(bytes, pos);
+		if (begin === undefined || bytes[begin.end] !== comma) {
+			return undefined;
+		}
+
+		const end = canonicalInteger(bytes, begin.end + 1);
+		if (end === undefined || bytes[end.end] !== closeBracket || bytes[end.end + 1] !== closeBrace) {
+			return undefined;
+		}
+
+		this.pos = end.end + 2;
+		return {dtype, shape, begin: begin.value, end: end.value};
+	}
+
+	/**
 	 * An array of non-negative integers (at most `limit` kept; `limit + 1` values are returned when
 	 * there are more), or undefined when it is anything else.
 	 */
@@ -622,6 +736,17 @@ function parseMetadata(parser: Parser): Record<string, string> {
 }
 
 function parseEntry(parser: Parser, name: string, dataSize: number, index: number): TensorInfo {
+	const canonical = parser.canonicalEntry();
+	if (canonical) {
+		const {dtype, shape, begin, end} = canonical;
+		const problem = checkEntry(dtype, 'string', shape, true, [begin, end], true, dataSize);
+		if (problem !== undefined) {
+			throw new HeaderFormatError(`tensor #${index}: ${problem}`);
+		}
+
+		return {name, dtype: dtype as DType, shape, begin, end};
+	}
+
 	if (parser.peek() !== openBrace) {
 		const type = parser.skipValue(2);
 		throw new HeaderFormatError(`tensor #${index}: tensor entry is a JSON ${type}, not an object`);

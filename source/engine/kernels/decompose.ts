@@ -13,6 +13,7 @@
 // ρ = tr G_u·tr G_d / σmax² ≈ 10–300). Factors that cancel each other (ρ > 1e5) take the refined
 // route: CholeskyQR2 of downᵀ (a second Cholesky of the re-orthogonalised rows) and M as the
 // Gram of B = up·P·L formed explicitly in float64, whose error is ε·σmax² instead.
+import {denseMatmul} from '../../lora/linalg.js';
 import {cholesky, pivotedCholesky, symmetricEigen, symmetricEigenvalues} from './svd.js';
 import type {EngineKernels, MatrixInput} from './types.js';
 
@@ -84,7 +85,7 @@ export function coreFromGrams(gu: Float64Array, gd: Float64Array, rank: number):
 
 	const ld = unpivot({rank, k, perm: chol.perm, l: chol.l});
 	// M = Ldᵀ·(G_u·Ld), filled symmetrically against rounding.
-	const m = upperProduct(ld, multiply(gu, rank, rank, ld, k), rank, k);
+	const m = upperProduct(ld, denseMatmul(gu, rank, rank, ld, k), rank, k);
 	mirrorUpper(m, k);
 	return {rank, k, perm: chol.perm, l: chol.l, m, refined: false};
 }
@@ -143,7 +144,7 @@ export async function refinedCore(
 	}
 
 	// L = L1·L2 stays lower trapezoidal in pivoted order.
-	const l = multiply(l1, rank, k, l2, k);
+	const l = denseMatmul(l1, rank, k, l2, k);
 	const m = await kernels.productGramCols(up, outDim, rank, unpivot({rank, k, perm, l}), k);
 	mirrorUpper(m, k, true);
 	return {rank, k, perm, l, m, refined: true};
@@ -380,25 +381,6 @@ export async function decomposeModule(
 	return {singularValues: factorization.singularValues, u, vt};
 }
 
-function multiply(a: Float64Array, aRows: number, aCols: number, b: Float64Array, bCols: number): Float64Array {
-	const out = new Float64Array(aRows * bCols);
-	for (let i = 0; i < aRows; i++) {
-		for (let t = 0; t < aCols; t++) {
-			const value = a[(i * aCols) + t]!;
-			if (value === 0) {
-				continue;
-			}
-
-			for (let j = 0; j < bCols; j++) {
-				out[(i * bCols) + j]! += value * b[(t * bCols) + j]!;
-			}
-		}
-	}
-
-	return out;
-}
-
-/** Copies the upper triangle onto the lower one (or averages both when `average`). */
 function mirrorUpper(m: Float64Array, n: number, average = false): void {
 	for (let a = 0; a < n; a++) {
 		for (let b = a + 1; b < n; b++) {

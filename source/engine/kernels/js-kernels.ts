@@ -1,7 +1,7 @@
 // Plain-JS kernels: the fallback when onnxruntime cannot load, and the reference the tests
 // compare the onnxruntime kernels with. Products of float32 values are exact in float64, so the
 // Grams here are accurate to float64 rounding.
-import {gramColsSync, gramRowsSync, mirrorUpper} from '../../lora/linalg.js';
+import {denseMatmul, gramColsSync, gramRowsSync, mirrorUpper} from '../../lora/linalg.js';
 import {checkLength, toFloat32, type EngineKernels} from './types.js';
 
 // The Grams are the statistics' own (source/lora/linalg.ts): one implementation, one set of tests.
@@ -38,21 +38,7 @@ export function matmulJs(a: ArrayLike<number>, aRows: number, aCols: number, b: 
 function matmul64(a: ArrayLike<number>, aRows: number, aCols: number, b: ArrayLike<number>, bCols: number): Float64Array {
 	checkLength('product a', a, aRows * aCols);
 	checkLength('product b', b, aCols * bCols);
-	const out = new Float64Array(aRows * bCols);
-	for (let i = 0; i < aRows; i++) {
-		for (let k = 0; k < aCols; k++) {
-			const value = a[(i * aCols) + k]!;
-			if (value === 0) {
-				continue;
-			}
-
-			for (let j = 0; j < bCols; j++) {
-				out[(i * bCols) + j]! += value * b[(k * bCols) + j]!;
-			}
-		}
-	}
-
-	return out;
+	return denseMatmul(a, aRows, aCols, b, bCols);
 }
 
 function gramCols64(m: Float64Array, rows: number, cols: number): Float64Array {

@@ -14,6 +14,7 @@ import type {EngineKernels} from '../source/engine/kernels/types.js';
 import {decodeToFloat32, encodeFromFloat32} from '../source/lora/dtypes.js';
 import {loadLoraModel} from '../source/lora/model.js';
 import {readHeader, TensorReader} from '../source/lora/safetensors.js';
+import {orthonormal} from './helpers/random.js';
 
 function lcg(seed: number): () => number {
 	let state = seed >>> 0;
@@ -23,41 +24,18 @@ function lcg(seed: number): () => number {
 	};
 }
 
-/** n orthonormal columns of length m (column-major in a flat array), Gram–Schmidt twice. */
-function orthonormal(m: number, n: number, next: () => number): Float64Array[] {
-	const columns: Float64Array[] = [];
-	for (let j = 0; j < n; j++) {
-		const v = Float64Array.from({length: m}, next);
-		for (let pass = 0; pass < 2; pass++) {
-			for (const q of columns) {
-				let dot = 0;
-				for (let i = 0; i < m; i++) {
-					dot += v[i]! * q[i]!;
-				}
-
-				for (let i = 0; i < m; i++) {
-					v[i]! -= dot * q[i]!;
-				}
-			}
-		}
-
-		const norm = Math.hypot(...v);
-		columns.push(v.map(x => x / norm));
-	}
-
-	return columns;
-}
-
 /**
  * Factors whose product has singular values `sigma` (before float32 rounding), hidden behind a
  * random mixing matrix with condition number about `mixCondition` so neither factor is orthogonal.
  */
 function designedFactors(out: number, rank: number, inDim: number, sigma: number[], mixCondition: number, seed: number): {up: Float32Array; down: Float32Array} {
 	const next = lcg(seed);
-	const u = orthonormal(out, rank, next);
-	const v = orthonormal(inDim, rank, next);
+	// The helper centres random() itself; these generators are centred already.
+	const uniform = (): number => next() + 0.5;
+	const u = orthonormal(uniform, out, rank);
+	const v = orthonormal(uniform, inDim, rank);
 	// Mixing M = Q·diag(d)·Qᵀ, d log-spaced in [1, mixCondition]; its inverse is Q·diag(1/d)·Qᵀ.
-	const q = orthonormal(rank, rank, next);
+	const q = orthonormal(uniform, rank, rank);
 	const d = Array.from({length: rank}, (_, i) => mixCondition ** (i / Math.max(rank - 1, 1)));
 	const mix = (inverse: boolean) => {
 		const m = new Float64Array(rank * rank);

@@ -25,6 +25,7 @@ import {parseRecipe, planResize, preparePlanInput, type ResizeMethod} from '../s
 import {sd15Modules} from '../source/lora/sample-modules.js';
 import {writeSample, writeSdxlBenchLora} from '../source/lora/samples.js';
 import {writeSafetensorsAtomic, type TensorToWrite} from '../source/lora/writer.js';
+import {runCli as runCliProcess} from '../test/helpers/cli.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dataDir = path.join(root, 'bench-data');
@@ -98,27 +99,13 @@ type CliRun = {wall: number; json: unknown};
 
 async function runCli(args: string[]): Promise<CliRun> {
 	const started = performance.now();
-	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, [...cliCommand(), ...args], {cwd: root, stdio: ['ignore', 'pipe', 'pipe']});
-		let stdout = '';
-		let stderr = '';
-		child.stdout.on('data', (chunk: Buffer) => {
-			stdout += chunk.toString();
-		});
-		child.stderr.on('data', (chunk: Buffer) => {
-			stderr += chunk.toString();
-		});
-		child.on('error', reject);
-		child.on('close', code => {
-			const wall = (performance.now() - started) / 1000;
-			if (code !== 0) {
-				reject(new Error(`lorascope ${args.join(' ')} exited ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
-				return;
-			}
+	const {code, stdout, stderr} = await runCliProcess(args, {entry: cliCommand()});
+	const wall = (performance.now() - started) / 1000;
+	if (code !== 0) {
+		throw new Error(`lorascope ${args.join(' ')} exited ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`);
+	}
 
-			resolve({wall, json: args.includes('--json') ? JSON.parse(stdout) as unknown : null});
-		});
-	});
+	return {wall, json: args.includes('--json') ? JSON.parse(stdout) as unknown : null};
 }
 
 type JsonReport = Array<{device: string; outputs: Array<{seconds: number; sizes: {outputBytes: number}; totals: {froRetained: number; rankAfter: number}}>}>;

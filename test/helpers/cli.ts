@@ -8,10 +8,15 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 export type CliResult = {code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string};
 
-/** `lorascope <args>` with extra environment variables; SIGINT after `sigintAfterMs` when given. */
-export async function runCli(args: string[], options: {env?: Record<string, string>; sigintAfterMs?: number} = {}): Promise<CliResult> {
+/**
+ * `lorascope <args>` with extra environment variables; SIGINT after `sigintAfterMs` when given.
+ * `entry` replaces how the CLI is started (node arguments before `args`; default: the sources
+ * through tsx), so the bench can run the build the same way.
+ */
+export async function runCli(args: string[], options: {env?: Record<string, string>; sigintAfterMs?: number; entry?: string[]} = {}): Promise<CliResult> {
+	const entry = options.entry ?? ['--import', 'tsx', path.join(root, 'source/cli.tsx')];
 	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'source/cli.tsx'), ...args], {cwd: root, env: {...process.env, ...options.env}, stdio: ['ignore', 'pipe', 'pipe']});
+		const child = spawn(process.execPath, [...entry, ...args], {cwd: root, env: {...process.env, ...options.env}, stdio: ['ignore', 'pipe', 'pipe']});
 		let stdout = '';
 		let stderr = '';
 		child.stdout.on('data', (chunk: Buffer) => {

@@ -53,7 +53,7 @@ function median(values: number[]): number {
 	return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-export async function ensureInputs(): Promise<Input[]> {
+async function ensureInputs(): Promise<Input[]> {
 	await mkdir(dataDir, {recursive: true});
 	// The same generated files as bench/engine.ts.
 	const sd15 = path.join(dataDir, 'lorascope-sd15-r32.safetensors');
@@ -156,7 +156,7 @@ async function decompositionAlone(inputs: Input[], device: 'cpu' | 'cuda'): Prom
 	}
 }
 
-export async function replanLatency(input: Input, quick: boolean): Promise<void> {
+async function replanLatency(input: Input, quick: boolean): Promise<void> {
 	console.log(`\n### Re-plan latency per step (${input.label}, planResize on the prepared decomposition)`);
 	const client = EngineClient.start({device: 'cpu'});
 	let spectra;

@@ -473,6 +473,72 @@ test('NaN and Inf values are counted and keep the module norm out of the totals'
 	}
 });
 
+test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling pairs are redone in float64', async () => {
+	const {createOrtKernels} = await import('../source/engine/kernels/ort-kernels.js');
+	const {productNormSquaredFromGrams} = await import('../source/lora/linalg.js');
+	const ort = await createOrtKernels('cpu', {threads: 1});
+	try {
+		const plain = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q';
+		const cancelling = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k';
+		const [out, rank, inDim] = [320, 8, 768];
+		// ΔW = b·aᵀ − b·(a + δ)ᵀ = −b·δᵀ with ‖δ‖ ≈ 1e-2·‖a‖: small next to ‖up‖·‖down‖.
+		const b = randomValues(out, 1);
+		const a = randomValues(inDim, 1);
+		const upC = new Float32Array(out * 2);
+		const downC = new Float32Array(2 * inDim);
+		for (let i = 0; i < out; i++) {
+			upC[i * 2] = b[i]!;
+			upC[(i * 2) + 1] = -b[i]!;
+		}
+
+		for (let j = 0; j < inDim; j++) {
+			downC[j] = a[j]!;
+			downC[inDim + j] = a[j]! + (random() * 1e-2);
+		}
+
+		const tensors: FixtureTensor[] = [
+			{name: `${plain}.alpha`, shape: [], values: Float32Array.of(4)},
+			{name: `${plain}.lora_down.weight`, shape: [rank, inDim], values: randomValues(rank * inDim), dtype: 'F16'},
+			{name: `${plain}.lora_up.weight`, shape: [out, rank], values: randomValues(out * rank), dtype: 'F16'},
+			{name: `${cancelling}.alpha`, shape: [], values: Float32Array.of(2)},
+			{name: `${cancelling}.lora_down.weight`, shape: [2, inDim], values: downC},
+			{name: `${cancelling}.lora_up.weight`, shape: [out, 2], values: upC},
+		];
+		const file = path.join(dir, 'single.safetensors');
+		await writeFixture(file, tensors);
+		const stored = new Map(tensors.map(t => [t.name, storedValues(t)]));
+		const reference = (name: string, r: number, scale: number) =>
+			scale * frobenius(matmul(stored.get(`${name}.lora_up.weight`)!, out, r, stored.get(`${name}.lora_down.weight`)!, inDim));
+
+		// Float32 Grams alone lose the cancelling pair's digits: the guard below is what saves them.
+		const single = await ort.gramPairSingle(upC, out, 2, downC, inDim);
+		const singleNorm = Math.sqrt(productNormSquaredFromGrams(single.gu, single.gd));
+		const exact = reference(cancelling, 2, 1);
+		assert.ok(Math.abs(singleNorm - exact) / exact > 1e-4, `float32 Grams alone: ${singleNorm} vs ${exact}`);
+
+		const calls = {single: 0, double: 0};
+		const counted = {
+			...ort,
+			gramPairSingle: async (...args: Parameters<typeof ort.gramPairSingle>) => {
+				calls.single++;
+				return ort.gramPairSingle(...args);
+			},
+			gramPair: async (...args: Parameters<typeof ort.gramPair>) => {
+				calls.double++;
+				return ort.gramPair(...args);
+			},
+		};
+		const {header, model} = await load(file);
+		const stats = await computeStats(header, model, {kernels: counted});
+		const norms = new Map(stats.modules.map(m => [m.name, m.norm!]));
+		close(norms.get(plain)!, reference(plain, rank, 4 / rank), 2e-6, plain);
+		close(norms.get(cancelling)!, reference(cancelling, 2, 1), 1e-9, cancelling);
+		assert.deepEqual(calls, {single: 2, double: 1}, 'only the cancelling pair is redone in float64');
+	} finally {
+		await ort.dispose();
+	}
+});
+
 test('an aborted signal stops the computation', async () => {
 	const file = path.join(dir, 'abort.safetensors');
 	await writeSample(file, 'sd15-lora', {rank: 1, textEncoder: false, hashes: false});

@@ -42,9 +42,15 @@ export type StatsOptions = {
 	signal?: AbortSignal;
 };
 
-/** EngineKernels has this; a single call computes both Grams of a LoRA pair. */
+type GramPair = (up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number) => Promise<{gu: Float64Array; gd: Float64Array}>;
+
+/**
+ * EngineKernels has these: a single call computes both Grams of a LoRA pair, in float64
+ * (`gramPair`) or accumulated in float32 (`gramPairSingle`, faster, used when it is safe).
+ */
 type PairKernels = GramKernels & {
-	gramPair?: (up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number) => Promise<{gu: Float64Array; gd: Float64Array}>;
+	gramPair?: GramPair;
+	gramPairSingle?: GramPair;
 };
 
 type BucketName = keyof InspectorBuckets;
@@ -319,6 +325,14 @@ async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: n
 		return 0;
 	}
 
+	if (kernels.gramPairSingle) {
+		const {gu, gd} = await kernels.gramPairSingle(up, outDim, rank, down, inDim);
+		const squared = productNormSquaredFromGrams(gu, gd);
+		if (!cancels(squared, gu, gd, rank)) {
+			return squared;
+		}
+	}
+
 	if (kernels.gramPair) {
 		const {gu, gd} = await kernels.gramPair(up, outDim, rank, down, inDim);
 		return productNormSquaredFromGrams(gu, gd);
@@ -328,6 +342,31 @@ async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: n
 	const gd = await kernels.gramRows(down, rank, inDim);
 	return productNormSquaredFromGrams(gu, gd);
 }
+
+/**
+ * Whether ‖up·down‖² = Σ Gu∘Gd computed from float32-accumulated Grams may have lost its digits
+ * to cancellation. Each Gram entry's rounding error scales with √(Gu_ii·Gu_jj) (Cauchy–Schwarz),
+ * so the error of the sum scales with T = (Σ_i √(Gu_ii·Gd_ii))². For rank-1 terms of similar size
+ * that point in unrelated directions, T ≈ rank·result, and real LoRAs measured within 1e-6 of the
+ * float64 result. A result far below T/rank means the terms cancel, and float32 rounding of the
+ * Grams could then be most of what is left: such pairs (and non-finite ones) are redone in float64.
+ */
+function cancels(squared: number, gu: Float64Array, gd: Float64Array, rank: number): boolean {
+	let diagonal = 0;
+	for (let i = 0; i < rank; i++) {
+		diagonal += Math.sqrt(Math.max(0, gu[(i * rank) + i]!) * Math.max(0, gd[(i * rank) + i]!));
+	}
+
+	const bound = diagonal * diagonal;
+	if (!Number.isFinite(bound) || !Number.isFinite(squared)) {
+		return true;
+	}
+
+	return squared * rank * cancellationLimit < bound;
+}
+
+/** How far below the no-cancellation size (T/rank) a float32 result may fall before it is redone. */
+const cancellationLimit = 64;
 
 /** Shapes of a LoRA pair as matrices, or null when up's columns do not match down's rows. */
 function pairShape(up: TensorInfo, down: TensorInfo): {outDim: number; rank: number; inDim: number} | null {

@@ -38,6 +38,14 @@ export const kernelGraphs = {
 		inputs: [f32('up', ['out', 'rank']), f32('down', ['rank', 'in'])],
 		outputs: [f64('gu', ['rank', 'rank']), f64('gd', ['rank', 'rank'])],
 	},
+	// Float32 products, for statistics only: no cast pass over the inputs and SGEMM instead of
+	// DGEMM, about 1.6× faster on a whole SDXL LoRA. Only the r×r results become float64.
+	gramPairSingle: {
+		name: 'gram_pair_single',
+		nodes: [gemm('up', 'up', 'gu32', 1, 0), gemm('down', 'down', 'gd32', 0, 1), castToDouble('gu32', 'gu'), castToDouble('gd32', 'gd')],
+		inputs: [f32('up', ['out', 'rank']), f32('down', ['rank', 'in'])],
+		outputs: [f64('gu', ['rank', 'rank']), f64('gd', ['rank', 'rank'])],
+	},
 	// The same on raw float16 tensors: onnxruntime casts them, no JS decoding pass.
 	gramPairF16: {
 		name: 'gram_pair_f16',
@@ -204,6 +212,16 @@ export async function createOrtKernels(device: Device, options: {threads?: numbe
 			const result = upHalves && downHalves
 				? await run('gramPairF16', {up: new ort.Tensor('float16', upHalves, [outDim, rank]), down: new ort.Tensor('float16', downHalves, [rank, inDim])})
 				: await run('gramPair', {up: tensor(toFloat32(up), [outDim, rank]), down: tensor(toFloat32(down), [rank, inDim])});
+			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
+		},
+		async gramPairSingle(up, outDim, rank, down, inDim) {
+			checkLength('gramPairSingle up', up, outDim * rank);
+			checkLength('gramPairSingle down', down, rank * inDim);
+			if (outDim === 0 || rank === 0 || inDim === 0) {
+				return {gu: gramColsJs(up, outDim, rank), gd: gramRowsJs(down, rank, inDim)};
+			}
+
+			const result = await run('gramPairSingle', {up: tensor(up, [outDim, rank]), down: tensor(down, [rank, inDim])});
 			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
 		},
 		async matmul(a, aRows, aCols, b, bCols) {

@@ -12,6 +12,7 @@ import {fileURLToPath, pathToFileURL} from 'node:url';
 import {promisify} from 'node:util';
 import {runInspect} from '../source/commands/inspect.js';
 import {loadEntry} from '../source/lora/entry.js';
+import {defaultHeaderThreads, HeaderPool} from '../source/lora/header-pool.js';
 import {readHeader} from '../source/lora/safetensors.js';
 import {generateSample, writeSample, writeSdxlBenchLora, type SampleKind, type SampleOptions} from '../source/lora/samples.js';
 import {writeSafetensorsAtomic} from '../source/lora/writer.js';
@@ -139,6 +140,25 @@ async function benchScan(count: number, variant: 'full' | 'small'): Promise<void
 		rows.push([label, files.length / median(times)]);
 	}
 
+	// Worker threads, as the dashboard reads folders past their first screenfuls: light entries
+	// (summary and metadata; header-pool.ts). Worker start-up is outside the timing.
+	for (const threads of [...new Set([defaultHeaderThreads(), 2])]) {
+		const pool = HeaderPool.start(threads);
+		try {
+			await pool.load(files[0]!);
+			const times: number[] = [];
+			for (let run = 0; run < 3; run++) {
+				const start = performance.now();
+				await Promise.all(files.map(async file => pool.load(file)));
+				times.push((performance.now() - start) / 1000);
+			}
+
+			rows.push([`header pool, ${threads} worker thread${threads === 1 ? '' : 's'}${threads === defaultHeaderThreads() ? ' (dashboard default)' : ''}`, files.length / median(times)]);
+		} finally {
+			await pool.close();
+		}
+	}
+
 	const sample = Math.min(40, files.length);
 	console.log(`header scan, ${files.length} ${variant === 'full' ? 'full-size' : 'small'} files (avg ${Math.round(tensors / sample)} tensors, ${(headerBytes / sample / 1024).toFixed(0)} KB header; page cache; median of 3; target ≥ 2,000 files/s):`);
 	for (const [label, rate] of rows) {
@@ -261,7 +281,7 @@ async function benchPeerInputs(quick: boolean): Promise<void> {
  * screen (the issue asks for under a second), → all headers read, and three j presses while the
  * headers are still loading → the selection drawn there.
  */
-async function benchDashboard(folder: string, count: number): Promise<void> {
+async function benchDashboard(folder: string, count: number, threads?: number): Promise<void> {
 	const libraries = loadPtyLibraries();
 	if ('error' in libraries) {
 		console.log(`dashboard: skipped (node-pty does not load here: ${libraries.error})`);
@@ -271,6 +291,10 @@ async function benchDashboard(folder: string, count: number): Promise<void> {
 	const cli = await ensureBuilt(repoRoot);
 	const env: Record<string, string | undefined> = {...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8'};
 	delete env['NO_COLOR'];
+	if (threads !== undefined) {
+		env['LORASCOPE_SCAN_THREADS'] = String(threads);
+	}
+
 	const start = performance.now();
 	const screen = new PtyScreen(libraries, process.execPath, [cli, folder, '--no-watch', '--device', 'cpu'], {cols: 120, rows: 40, cwd: repoRoot, env});
 	try {
@@ -285,7 +309,7 @@ async function benchDashboard(folder: string, count: number): Promise<void> {
 		const keys = performance.now() - keyStart;
 		await screen.waitFor(text => text.includes('headers read in'), 'every header read', 120_000);
 		const loaded = (performance.now() - start) / 1000;
-		console.log(`dashboard on ${count} full-size files (built CLI in a pty, 120×40):`);
+		console.log(`dashboard on ${count} full-size files (built CLI in a pty, 120×40; ${env['LORASCOPE_SCAN_THREADS'] ?? defaultHeaderThreads()} header worker thread(s)):`);
 		console.log(`  first rows on screen ${firstRows.toFixed(2)} s after start, all ${count} listed ${listed.toFixed(2)} s · all headers read after ${loaded.toFixed(2)} s (${(count / loaded).toFixed(0)} files/s incl. start-up) · 3 key presses drawn in ${keys.toFixed(0)} ms${moved.includes('loading') ? ' while headers were still loading' : ''}`);
 		screen.keys('q');
 	} finally {
@@ -300,6 +324,9 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 	await benchScan(scanCount, 'full');
 	await benchScan(scanCount, 'small');
 	await benchDashboard(await scanSet(scanCount, 'full'), scanCount);
+	if (defaultHeaderThreads() !== 2) {
+		await benchDashboard(await scanSet(scanCount, 'full'), scanCount, 2);
+	}
 	await benchInspect(quick);
 	await benchPeerInputs(quick);
 }

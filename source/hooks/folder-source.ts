@@ -3,6 +3,7 @@
 import {stat} from 'node:fs/promises';
 import path from 'node:path';
 import {loadEntry} from '../lora/entry.js';
+import {HeaderPool} from '../lora/header-pool.js';
 import {isCandidateFile, scanFolder} from '../lora/scan.js';
 import type {FoundFile} from '../state/file-row.js';
 import type {FolderSource} from './use-folder.js';
@@ -52,10 +53,21 @@ async function list(folder: string, onFiles: (files: FoundFile[]) => void, signa
 	emit();
 }
 
+let headerPool: HeaderPool | undefined;
+
+/** Stops the header workers, if a large folder started them (they never hold the process open). */
+export async function closeHeaderPool(): Promise<void> {
+	const pool = headerPool;
+	headerPool = undefined;
+	await pool?.close();
+}
+
 export const fileSystemSource: FolderSource = {
 	list,
 	// Header only: the list never reads tensor data. The selected file's alphas are read on demand.
 	load: async file => loadEntry(file),
+	// Started on first use: only folders larger than the first screenfuls use workers.
+	loadLight: async file => (headerPool ??= HeaderPool.start()).load(file),
 	loadExact: async file => loadEntry(file, {alphas: true}),
 	accepts: file => isCandidateFile(path.basename(file)) && !path.basename(file).startsWith('.'),
 };

@@ -4,6 +4,7 @@
 // re-renders the screen, and on a 1,000-file folder rendering at 20 Hz took a quarter of the
 // load time for rows nobody sees yet). Key handling never waits on any of it.
 import {useEffect, useRef} from 'react';
+import {isLightEntry} from '../lora/entry.js';
 import type {LoadedEntry} from '../state/entry-shape.js';
 import type {FoundFile} from '../state/file-row.js';
 import type {Action} from '../state/reducer.js';
@@ -14,6 +15,12 @@ export type FolderSource = {
 	list: (folder: string, onFiles: (files: FoundFile[]) => void, signal: AbortSignal, onError?: (path: string, reason: string) => void) => Promise<void>;
 	/** Header-only read of one file; never throws (a failure is an entry with `error`). */
 	load: (path: string) => Promise<LoadedEntry>;
+	/**
+	 * The same read off the main thread, answering a light entry (summary only; entry.ts). Used
+	 * for the files past the first screenfuls of a large folder; it may reject (workers gone), and
+	 * the file is then read with `load`.
+	 */
+	loadLight?: (path: string) => Promise<LoadedEntry>;
 	/** The same plus the values of the alpha tensors (exact alpha and scale), for the selected file. */
 	loadExact?: (path: string) => Promise<LoadedEntry>;
 	/** Whether a path is a file the list shows (for the watcher). */
@@ -21,6 +28,13 @@ export type FolderSource = {
 };
 
 const concurrency = 8;
+/**
+ * With worker threads (loadLight), the main thread still reads the first files in list order in
+ * full: they are on screen, likely to be opened, and the workers need ~60–100 ms to start.
+ */
+const mainThreadEntries = 48;
+/** Light reads in flight: enough to keep every worker busy (header-pool.ts holds 4 per worker). */
+const lightConcurrency = 16;
 /** A little over one Ink frame (maxFps 30). */
 const listingFrameMs = 40;
 /** Batches of the first `eagerEntries` headers: the rows on screen first, so quickly. */
@@ -80,15 +94,38 @@ export function useFolder(folder: string, source: FolderSource, dispatch: (actio
 				}
 			}
 
+			const {loadLight} = source;
+			const useLight = loadLight !== undefined && queue.length > mainThreadEntries;
+			// Main-thread readers take the head of the queue (all of it without workers); light
+			// readers take the rest, so the top rows never wait on workers starting.
 			let next = 0;
-			const worker = async (): Promise<void> => {
-				while (next < queue.length && !signal.aborted) {
+			const headEnd = useLight ? mainThreadEntries : queue.length;
+			let nextLight = headEnd;
+			const reader = async (): Promise<void> => {
+				while (next < headEnd && !signal.aborted) {
 					const path = queue[next++]!;
 					push(await source.load(path));
 				}
 			};
 
-			await Promise.all(Array.from({length: concurrency}, async () => worker()));
+			const lightReader = async (): Promise<void> => {
+				while (nextLight < queue.length && !signal.aborted) {
+					const path = queue[nextLight++]!;
+					let entry: LoadedEntry;
+					try {
+						entry = await loadLight!(path);
+					} catch {
+						entry = await source.load(path);
+					}
+
+					push(entry);
+				}
+			};
+
+			await Promise.all([
+				...Array.from({length: concurrency}, async () => reader()),
+				...(useLight ? Array.from({length: lightConcurrency}, async () => lightReader()) : []),
+			]);
 			clearTimeout(timer);
 			flush();
 			if (!signal.aborted) {
@@ -111,28 +148,35 @@ export function useFolder(folder: string, source: FolderSource, dispatch: (actio
 /**
  * The header-only read leaves kohya alphas (stored as tensors) unread; the files on screen in detail
  * (the selected one, the compared ones) get them read in the background, so alpha, scale and the
- * rank/alpha comparison are exact.
+ * rank/alpha comparison are exact. A light entry (read by a scan worker: summary only) is first
+ * read in full at once, so its details show within a few milliseconds; its alphas follow.
  */
 export function useExactEntries(source: FolderSource, wanted: ReadonlyArray<LoadedEntry | undefined>, dispatch: (action: Action | Action[]) => void): void {
 	const pending = wanted.filter((entry): entry is LoadedEntry => entry !== undefined && !entry.error && entry.alphasLoaded === false);
-	const key = pending.map(entry => `${entry.path}\u0000${entry.mtimeMs}`).join('\n');
+	const key = pending.map(entry => `${entry.path}\u0000${entry.mtimeMs}${isLightEntry(entry) ? '\u0000light' : ''}`).join('\n');
 	const entriesRef = useRef(pending);
 	entriesRef.current = pending;
 	useEffect(() => {
-		if (key === '' || !source.loadExact) {
+		const anyLight = entriesRef.current.some(entry => isLightEntry(entry));
+		if (key === '' || (!source.loadExact && !anyLight)) {
 			return;
 		}
 
 		let cancelled = false;
 		const timer = setTimeout(() => {
 			for (const entry of entriesRef.current) {
-				void source.loadExact!(entry.path).then(exact => {
-					if (!cancelled && !exact.error && exact.mtimeMs === entry.mtimeMs && exact.sizeBytes === entry.sizeBytes) {
-						dispatch({type: 'entry-refined', entry: exact});
+				const read = isLightEntry(entry) ? source.load : source.loadExact;
+				if (!read) {
+					continue;
+				}
+
+				void read(entry.path).then(refined => {
+					if (!cancelled && !refined.error && refined.mtimeMs === entry.mtimeMs && refined.sizeBytes === entry.sizeBytes) {
+						dispatch({type: 'entry-refined', entry: refined});
 					}
 				});
 			}
-		}, 80);
+		}, anyLight ? 0 : 80);
 		return () => {
 			cancelled = true;
 			clearTimeout(timer);

@@ -485,6 +485,9 @@ const emptyModel = (warnings: string[]): LoraModel => ({
 
 function groupTensors(header: SafetensorsHeader, warnings: WarningSink, unknown: string[]): Map<string, Group> {
 	const groups = new Map<string, Group>();
+	// Writers store a module's parts next to each other: checking the last group first saves
+	// hashing the module name again for most tensors.
+	let last: Group | undefined;
 	for (const tensor of header.tensors) {
 		const parsed = parseTensorKey(tensor.name);
 		if (parsed.kind === 'unknown') {
@@ -498,11 +501,13 @@ function groupTensors(header: SafetensorsHeader, warnings: WarningSink, unknown:
 			continue;
 		}
 
-		let group = groups.get(parsed.module);
+		let group = last?.name === parsed.module ? last : groups.get(parsed.module);
 		if (!group) {
 			group = {name: parsed.module, parts: new Map(), dialect: null, order: groups.size};
 			groups.set(parsed.module, group);
 		}
+
+		last = group;
 
 		if (group.parts.has(parsed.role)) {
 			warnings.add(`duplicate ${parsed.role} tensor for one module; extra copy ignored`, tensor.name);
@@ -919,9 +924,14 @@ export function buildLoraModel(header: SafetensorsHeader, alphaValues?: AlphaVal
 		}
 
 		// Block order, then file order (kohya and diffusers save in module registration order,
-		// which is architectural order within a block).
-		const fileOrder = new WeakMap<LoraModule, number>(modules.map((m, i) => [m, drafts[i]!.order]));
-		modules.sort((a, b) => a.blockOrder - b.blockOrder || fileOrder.get(a)! - fileOrder.get(b)!);
+		// which is architectural order within a block). Indices are sorted, not the modules, so
+		// the comparator reads two arrays instead of a map lookup per comparison.
+		const byPosition = Array.from(modules, (_, i) => i).sort((a, b) => modules[a]!.blockOrder - modules[b]!.blockOrder || drafts[a]!.order - drafts[b]!.order);
+		const unsorted = [...modules];
+		for (const [position, index] of byPosition.entries()) {
+			modules[position] = unsorted[index]!;
+		}
+
 		if (header.tensors.length === 0) {
 			warnings.add('file has no tensors');
 		} else if (modules.length === 0) {

@@ -1,5 +1,6 @@
 // The lines of the current detail tab, built from state by the per-tab builders and memoised on
 // exactly what they depend on, so moving the cursor or re-rendering never rebuilds them.
+import {isLightEntry} from '../lora/entry.js';
 import {blocksLines} from './tab-blocks.js';
 import {datasetLines} from './tab-dataset.js';
 import {metadataLines} from './tab-metadata.js';
@@ -38,7 +39,8 @@ export function tabLines(state: AppState, tab: TabId): Line[] {
 		return [line([seg(state.scan.state === 'ready' ? 'No file selected.' : `Loading${env.unicode ? '…' : '...'}`, 'dim')])];
 	}
 
-	if (row.status === 'pending') {
+	// A light entry (from a scan worker) is read again in full as soon as it is selected.
+	if (row.status === 'pending' || isLightEntry(row.entry)) {
 		return [line([seg(`Reading header${env.unicode ? '…' : '...'}`, 'dim')])];
 	}
 

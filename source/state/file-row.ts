@@ -1,6 +1,7 @@
 // Turns a loaded entry into the list row the dashboard shows and filters on. Every display string is
 // sanitised here, once per load, so rendering thousands of rows never re-sanitises.
 import path from 'node:path';
+import {metadataOf} from '../lora/entry.js';
 import type {LoadedEntry} from './entry-shape.js';
 import type {FilterSubject, CanonicalField} from './filter.js';
 import {clean} from './text.js';
@@ -58,13 +59,14 @@ export function pendingRow(file: FoundFile, folder: string, env: TerminalEnv, se
 }
 
 function summarize(entry: LoadedEntry, fileName: string, env: TerminalEnv): RowSummary {
-	const metadata = entry.header?.metadata ?? {};
+	const metadata = metadataOf(entry) ?? {};
 	const text = (key: string): string | undefined => {
 		const value = metadata[key];
 		return value === undefined || value === '' || value === 'None' ? undefined : clean(value, env, maxFieldWidth);
 	};
 
-	const model = entry.model;
+	// A full entry's model, or a light entry's summary of it (the same fields, from a scan worker).
+	const model = entry.model ? {...entry.model, moduleCount: entry.model.modules.length} : entry.summary;
 	const summary: RowSummary = {};
 	if (model) {
 		summary.arch = model.arch === 'unknown' ? (model.metadataArch ?? undefined) : model.arch;
@@ -72,7 +74,7 @@ function summarize(entry: LoadedEntry, fileName: string, env: TerminalEnv): RowS
 		summary.rank = model.rank ?? undefined;
 		summary.alpha = model.alpha ?? undefined;
 		summary.dtype = model.dtype;
-		summary.moduleCount = model.modules.length;
+		summary.moduleCount = model.moduleCount;
 	}
 
 	const dim = metadata['ss_network_dim'];
@@ -124,7 +126,7 @@ function haystackOf(row: FileRow): string {
 	let text = haystacks.get(row);
 	if (text === undefined) {
 		const parts = [row.name, row.folder, row.error ?? ''];
-		for (const [key, value] of Object.entries(row.entry?.header?.metadata ?? {})) {
+		for (const [key, value] of Object.entries(metadataOf(row.entry) ?? {})) {
 			parts.push(key, value);
 		}
 
@@ -143,7 +145,7 @@ function tagsOf(row: FileRow): string[] {
 	let tags = tagLists.get(row);
 	if (tags === undefined) {
 		const set = new Set<string>();
-		const raw = row.entry?.header?.metadata['ss_tag_frequency'];
+		const raw = metadataOf(row.entry)?.['ss_tag_frequency'];
 		if (raw !== undefined) {
 			try {
 				const parsed = JSON.parse(raw) as unknown;

@@ -1,0 +1,203 @@
+// Header reading on worker threads, for folders of hundreds of files. Each file's header parse and
+// model detection (~1–3 ms for a full SD1.5 or Flux LoRA) runs off the main thread, so the
+// dashboard stays responsive and several cores share the work. Workers answer with light entries
+// (entry.ts: summary and metadata, no tensor table): structured-cloning a parsed 1,750-tensor
+// header back costs about as much as parsing it again, and the list needs only the summary. The
+// file a user opens is read again in full on the main thread (a few ms).
+import {existsSync} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {Worker} from 'node:worker_threads';
+import type {LoraEntry} from './entry.js';
+
+export type HeaderRequest = {id: number; path: string};
+export type HeaderReply = {id: number; entry: LoraEntry};
+
+/** Files each worker holds at once, so its reads overlap its parsing. */
+const perWorkerInFlight = 4;
+
+/**
+ * Worker threads for a machine: one core is left to the main thread (the UI), and past four the
+ * disk and the main thread's batching, not parsing, bound a scan.
+ */
+export function defaultHeaderThreads(): number {
+	const fromEnv = Number(process.env['LORASCOPE_SCAN_THREADS']);
+	if (Number.isInteger(fromEnv) && fromEnv >= 1 && fromEnv <= 64) {
+		return fromEnv;
+	}
+
+	return Math.max(1, Math.min(4, os.availableParallelism() - 1));
+}
+
+type Slot = {
+	worker: Worker;
+	pending: Map<number, {path: string; resolve: (entry: LoraEntry) => void; reject: (error: Error) => void}>;
+	failed: boolean;
+};
+
+/** How to start the worker: the compiled shim, or the TypeScript source under tsx (tests, `npm run dev`). */
+function startWorker(moduleUrl: string): Worker {
+	// Workers print nothing to the terminal (it belongs to Ink): their stdout and stderr are piped
+	// here and never read. Reading them (resume()) would keep the process alive after the pool
+	// goes idle, since a flowing worker stdio stream holds its port open.
+	const quiet = {stdout: true, stderr: true} as const;
+	const here = path.dirname(fileURLToPath(moduleUrl));
+	if (moduleUrl.endsWith('.ts')) {
+		// Node 20 does not run a worker's --import hooks, so the shim registers tsx itself.
+		const api = import.meta.resolve('tsx/esm/api');
+		const target = new URL('header-worker.ts', moduleUrl).href;
+		return new Worker(`import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}); });`, {eval: true, ...quiet});
+	}
+
+	// tsc's build has the shim beside this module (build/lora/); the CLI bundle (build/bundle/)
+	// starts that same compiled shim one folder over.
+	const beside = path.join(here, 'header-worker.js');
+	const fromBundle = path.join(here, '..', 'lora', 'header-worker.js');
+	return new Worker(existsSync(beside) || !existsSync(fromBundle) ? beside : fromBundle, quiet);
+}
+
+/**
+ * Structured cloning gives every object Object.prototype; metadata maps are null-prototype in this
+ * project, so a key such as `constructor` or `toString` in a hostile file is only ever a key.
+ */
+function restorePrototypes(entry: LoraEntry): LoraEntry {
+	if (entry.summary) {
+		const metadata = Object.create(null) as Record<string, string>;
+		for (const [key, value] of Object.entries(entry.summary.metadata)) {
+			metadata[key] = value;
+		}
+
+		entry.summary.metadata = metadata;
+	}
+
+	return entry;
+}
+
+export class HeaderPool {
+	/** Starts `threads` workers; they load their modules while the caller goes on. */
+	static start(threads = defaultHeaderThreads(), moduleUrl = import.meta.url): HeaderPool {
+		return new HeaderPool(threads, moduleUrl);
+	}
+
+	readonly threads: number;
+	private readonly slots: Slot[] = [];
+	private readonly queue: Array<{request: HeaderRequest; resolve: (entry: LoraEntry) => void; reject: (error: Error) => void}> = [];
+	private nextId = 1;
+	private closed = false;
+
+	private constructor(threads: number, moduleUrl: string) {
+		this.threads = threads;
+		for (let i = 0; i < threads; i++) {
+			const worker = startWorker(moduleUrl);
+			// An idle pool must not keep the process alive; a busy one must (see pump).
+			worker.unref();
+			const slot: Slot = {worker, pending: new Map(), failed: false};
+			worker.on('message', (reply: HeaderReply) => {
+				const waiter = slot.pending.get(reply.id);
+				if (waiter) {
+					slot.pending.delete(reply.id);
+					waiter.resolve(restorePrototypes(reply.entry));
+				}
+
+				if (slot.pending.size === 0) {
+					worker.unref();
+				}
+
+				this.pump();
+			});
+			const fail = (reason: string): void => {
+				if (slot.failed) {
+					return;
+				}
+
+				slot.failed = true;
+				const error = new Error(`header worker stopped: ${reason}`);
+				for (const waiter of slot.pending.values()) {
+					waiter.reject(error);
+				}
+
+				slot.pending.clear();
+				if (this.slots.every(s => s.failed)) {
+					this.rejectQueued(error);
+				}
+			};
+
+			worker.on('error', error => {
+				fail(error.message.split('\n')[0] ?? 'error');
+			});
+			worker.on('exit', code => {
+				fail(`exit code ${code}`);
+			});
+			this.slots.push(slot);
+		}
+	}
+
+	/**
+	 * The light entry of one file (see entry.ts). Never rejects for a bad file (that is an entry
+	 * with `error`); rejects only when the pool is closed or its workers died, and the caller then
+	 * reads the file itself.
+	 */
+	async load(filePath: string): Promise<LoraEntry> {
+		if (this.closed) {
+			throw new Error('header pool is closed');
+		}
+
+		if (this.slots.every(s => s.failed)) {
+			throw new Error('header workers stopped');
+		}
+
+		return new Promise((resolve, reject) => {
+			this.queue.push({request: {id: this.nextId++, path: filePath}, resolve, reject});
+			this.pump();
+		});
+	}
+
+	/** Stops the workers; loads still waiting reject. */
+	async close(): Promise<void> {
+		if (this.closed) {
+			return;
+		}
+
+		this.closed = true;
+		const error = new Error('header pool is closed');
+		this.rejectQueued(error);
+		for (const slot of this.slots) {
+			slot.failed = true;
+			for (const waiter of slot.pending.values()) {
+				waiter.reject(error);
+			}
+
+			slot.pending.clear();
+		}
+
+		await Promise.all(this.slots.map(async slot => slot.worker.terminate()));
+	}
+
+	/** Hands queued files to the least busy live workers, up to perWorkerInFlight each. */
+	private pump(): void {
+		while (this.queue.length > 0) {
+			let best: Slot | undefined;
+			for (const slot of this.slots) {
+				if (!slot.failed && slot.pending.size < perWorkerInFlight && (!best || slot.pending.size < best.pending.size)) {
+					best = slot;
+				}
+			}
+
+			if (!best) {
+				return;
+			}
+
+			const {request, resolve, reject} = this.queue.shift()!;
+			best.pending.set(request.id, {path: request.path, resolve, reject});
+			best.worker.ref();
+			best.worker.postMessage(request);
+		}
+	}
+
+	private rejectQueued(error: Error): void {
+		for (const {reject} of this.queue.splice(0)) {
+			reject(error);
+		}
+	}
+}

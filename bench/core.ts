@@ -10,7 +10,6 @@ import path from 'node:path';
 import process from 'node:process';
 import {fileURLToPath, pathToFileURL} from 'node:url';
 import {promisify} from 'node:util';
-import {runInspect} from '../source/commands/inspect.js';
 import {loadEntry} from '../source/lora/entry.js';
 import {defaultHeaderThreads, HeaderPool} from '../source/lora/header-pool.js';
 import {readHeader} from '../source/lora/safetensors.js';
@@ -170,8 +169,14 @@ async function benchScan(count: number, variant: 'full' | 'small'): Promise<void
 
 type ChildResult = {seconds: number[]; cpuSeconds: number[]; maxRssMiB: number; tensorBytes: number; backend: string};
 
-/** Runs in the child: `inspect -w --json` N times in one process, output discarded. */
+/**
+ * Runs in the child: `inspect -w --json` N times in one process, output discarded. It runs tsc's
+ * build (what the CLI bundles; `npm run bench` builds first), not the sources through tsx, whose
+ * transform adds a helper call to every function it defines.
+ */
 async function childInspect(file: string, repeats: number): Promise<void> {
+	const buildUrl = (module: string): string => pathToFileURL(path.join(repoRoot, 'build', module)).href;
+	const {runInspect} = await import(buildUrl('commands/inspect.js')) as typeof import('../source/commands/inspect.js');
 	const header = await readHeader(file);
 	const seconds: number[] = [];
 	const cpuSeconds: number[] = [];
@@ -189,7 +194,7 @@ async function childInspect(file: string, repeats: number): Promise<void> {
 	}
 
 	try {
-		const engine = await import('../source/engine/kernels/index.js');
+		const engine = await import(buildUrl('engine/kernels/index.js')) as typeof import('../source/engine/kernels/index.js');
 		backend = (await engine.getEngineKernels('cpu')).backend;
 		await engine.disposeEngineKernels();
 	} catch {

@@ -113,6 +113,37 @@ test('gramPair accumulates in float64, also from raw F16 and BF16 bytes', async 
 	}
 });
 
+test('gramPairSingle: float32 accumulation within 2e-5 of float64, from float32 and raw F16 (also at an odd offset)', async () => {
+	const out = 640;
+	const rank = 16;
+	const inDim = 1280;
+	const up = randomMatrix(out, rank, 11);
+	const down = randomMatrix(rank, inDim, 12);
+	const {decodeToFloat32} = await import('../source/lora/dtypes.js');
+	for (const dtype of ['F32', 'F16'] as const) {
+		const upBytes = encodeFromFloat32(up, dtype);
+		const downBytes = encodeFromFloat32(down, dtype);
+		const upValues = dtype === 'F32' ? up : decodeToFloat32(upBytes, dtype);
+		const downValues = dtype === 'F32' ? down : decodeToFloat32(downBytes, dtype);
+		const expectedGu = refMatmul(transpose(upValues, out, rank), rank, out, upValues, rank);
+		const expectedGd = refMatmul(downValues, rank, inDim, transpose(downValues, rank, inDim), rank);
+		const shifted = new Uint8Array(upBytes.length + 1);
+		shifted.set(upBytes, 1);
+		const inputs = dtype === 'F32'
+			? [[upValues, downValues]] as const
+			: [[{dtype, bytes: upBytes}, {dtype, bytes: downBytes}], [{dtype, bytes: shifted.subarray(1)}, {dtype, bytes: downBytes}]] as const;
+		for (const kernels of [ort, jsKernels]) {
+			for (const [upInput, downInput] of inputs) {
+				const {gu, gd} = await kernels.gramPairSingle(upInput, out, rank, downInput, inDim);
+				assert.ok(gu instanceof Float64Array && gd instanceof Float64Array);
+				// Sums of 640 and 1,280 float32 terms: rounding grows like √n·2⁻²⁴ (≈2e-6 here), at worst n·2⁻²⁴.
+				assertClose(gu, expectedGu, 2e-5, `${kernels.backend} ${dtype} gu`);
+				assertClose(gd, expectedGd, 2e-5, `${kernels.backend} ${dtype} gd`);
+			}
+		}
+	}
+});
+
 test('an F16 tensor at an odd byte offset is handled', async () => {
 	const up = randomMatrix(10, 4, 9);
 	const down = randomMatrix(4, 6, 10);

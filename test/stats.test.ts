@@ -480,6 +480,7 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 	try {
 		const plain = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q';
 		const cancelling = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k';
+		const cancellingHalf = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_v';
 		const [out, rank, inDim] = [320, 8, 768];
 		// ΔW = b·aᵀ − b·(a + δ)ᵀ = −b·δᵀ with ‖δ‖ ≈ 1e-2·‖a‖: small next to ‖up‖·‖down‖.
 		const b = randomValues(out, 1);
@@ -503,6 +504,10 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 			{name: `${cancelling}.alpha`, shape: [], values: Float32Array.of(2)},
 			{name: `${cancelling}.lora_down.weight`, shape: [2, inDim], values: downC},
 			{name: `${cancelling}.lora_up.weight`, shape: [out, 2], values: upC},
+			// The same pair in F16, which onnxruntime widens itself (no JS decoding pass).
+			{name: `${cancellingHalf}.alpha`, shape: [], values: Float32Array.of(2)},
+			{name: `${cancellingHalf}.lora_down.weight`, shape: [2, inDim], values: downC, dtype: 'F16'},
+			{name: `${cancellingHalf}.lora_up.weight`, shape: [out, 2], values: upC, dtype: 'F16'},
 		];
 		const file = path.join(dir, 'single.safetensors');
 		await writeFixture(file, tensors);
@@ -516,11 +521,12 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 		const exact = reference(cancelling, 2, 1);
 		assert.ok(Math.abs(singleNorm - exact) / exact > 1e-4, `float32 Grams alone: ${singleNorm} vs ${exact}`);
 
-		const calls = {single: 0, double: 0};
+		const calls = {single: 0, rawHalves: 0, double: 0};
 		const counted = {
 			...ort,
 			gramPairSingle: async (...args: Parameters<typeof ort.gramPairSingle>) => {
 				calls.single++;
+				calls.rawHalves += args[0] instanceof Float32Array ? 0 : 1;
 				return ort.gramPairSingle(...args);
 			},
 			gramPair: async (...args: Parameters<typeof ort.gramPair>) => {
@@ -533,7 +539,9 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 		const norms = new Map(stats.modules.map(m => [m.name, m.norm!]));
 		close(norms.get(plain)!, reference(plain, rank, 4 / rank), 2e-6, plain);
 		close(norms.get(cancelling)!, reference(cancelling, 2, 1), 1e-9, cancelling);
-		assert.deepEqual(calls, {single: 2, double: 1}, 'only the cancelling pair is redone in float64');
+		close(norms.get(cancellingHalf)!, reference(cancellingHalf, 2, 1), 1e-9, cancellingHalf);
+		// F16 pairs reach onnxruntime undecoded; only the cancelling pairs are redone in float64.
+		assert.deepEqual(calls, {single: 3, rawHalves: 2, double: 2});
 	} finally {
 		await ort.dispose();
 	}

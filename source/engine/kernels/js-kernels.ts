@@ -115,7 +115,7 @@ export const jsKernels: EngineKernels = {
 	},
 	// Plain JS has no faster single-precision product: the float64 one serves both.
 	async gramPairSingle(up, outDim, rank, down, inDim) {
-		return {gu: gramColsJs(up, outDim, rank), gd: gramRowsJs(down, rank, inDim)};
+		return {gu: gramColsJs(toFloat32(up), outDim, rank), gd: gramRowsJs(toFloat32(down), rank, inDim)};
 	},
 	matmul: async (a, aRows, aCols, b, bCols) => matmulJs(a, aRows, aCols, b, bCols),
 	productGramCols: async (a, aRows, aCols, b, bCols) => gramCols64(matmul64(toFloat32(a), aRows, aCols, b, bCols), aRows, bCols),

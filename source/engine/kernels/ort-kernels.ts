@@ -46,6 +46,14 @@ export const kernelGraphs = {
 		inputs: [f32('up', ['out', 'rank']), f32('down', ['rank', 'in'])],
 		outputs: [f64('gu', ['rank', 'rank']), f64('gd', ['rank', 'rank'])],
 	},
+	// gramPairSingle on raw float16 tensors: onnxruntime widens them (vectorised), and the JS
+	// pass over the values only sums them, without storing a float32 copy.
+	gramPairSingleF16: {
+		name: 'gram_pair_single_f16',
+		nodes: [castTo('up', 'up32', onnxType.float), castTo('down', 'down32', onnxType.float), gemm('up32', 'up32', 'gu32', 1, 0), gemm('down32', 'down32', 'gd32', 0, 1), castToDouble('gu32', 'gu'), castToDouble('gd32', 'gd')],
+		inputs: [{name: 'up', elemType: onnxType.float16, dims: ['out', 'rank']}, {name: 'down', elemType: onnxType.float16, dims: ['rank', 'in']}],
+		outputs: [f64('gu', ['rank', 'rank']), f64('gd', ['rank', 'rank'])],
+	},
 	// The same on raw float16 tensors: onnxruntime casts them, no JS decoding pass.
 	gramPairF16: {
 		name: 'gram_pair_f16',
@@ -215,13 +223,17 @@ export async function createOrtKernels(device: Device, options: {threads?: numbe
 			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
 		},
 		async gramPairSingle(up, outDim, rank, down, inDim) {
-			checkLength('gramPairSingle up', up, outDim * rank);
-			checkLength('gramPairSingle down', down, rank * inDim);
+			checkLength('gramPairSingle up', {length: inputLength(up)}, outDim * rank);
+			checkLength('gramPairSingle down', {length: inputLength(down)}, rank * inDim);
 			if (outDim === 0 || rank === 0 || inDim === 0) {
-				return {gu: gramColsJs(up, outDim, rank), gd: gramRowsJs(down, rank, inDim)};
+				return {gu: gramColsJs(toFloat32(up), outDim, rank), gd: gramRowsJs(toFloat32(down), rank, inDim)};
 			}
 
-			const result = await run('gramPairSingle', {up: tensor(up, [outDim, rank]), down: tensor(down, [rank, inDim])});
+			const upHalves = halves(up);
+			const downHalves = halves(down);
+			const result = upHalves && downHalves
+				? await run('gramPairSingleF16', {up: new ort.Tensor('float16', upHalves, [outDim, rank]), down: new ort.Tensor('float16', downHalves, [rank, inDim])})
+				: await run('gramPairSingle', {up: tensor(toFloat32(up), [outDim, rank]), down: tensor(toFloat32(down), [rank, inDim])});
 			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
 		},
 		async matmul(a, aRows, aCols, b, bCols) {

@@ -31,7 +31,7 @@ export type EngineKernels = GramKernels & {
 	 * gramPair accumulated in float32 (relative error ~1e-6 on real LoRAs): for norms that are
 	 * shown, never for singular values. Callers check for cancellation and fall back to gramPair.
 	 */
-	gramPairSingle: (up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number) => Promise<{gu: Float64Array; gd: Float64Array}>;
+	gramPairSingle: (up: MatrixInput, outDim: number, rank: number, down: MatrixInput, inDim: number) => Promise<{gu: Float64Array; gd: Float64Array}>;
 	/** A (aRows×aCols) · B (aCols×bCols). */
 	matmul: (a: Float32Array, aRows: number, aCols: number, b: Float32Array, bCols: number) => Promise<Float32Array>;
 	/** (A·B)ᵀ(A·B) in float64 (bCols×bCols) for A (aRows×aCols) and a float64 B (aCols×bCols). */

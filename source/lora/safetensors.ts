@@ -140,14 +140,17 @@ export function parseHeaderBytes(
 	};
 }
 
-/** Reads exactly `length` bytes at `position`, into `target` (its first `length` bytes) when given. */
-async function readExactly(handle: FileHandle, length: number, position: number, filePath: string, target?: Buffer): Promise<Buffer> {
+/**
+ * Reads exactly `length` bytes at `position`, into `target` (its first `length` bytes) when given.
+ * `whole` names the larger read this one finishes, for the message when the file ends early.
+ */
+async function readExactly(handle: FileHandle, length: number, position: number, filePath: string, target?: Buffer, whole = {length, position}): Promise<Buffer> {
 	const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
 	let filled = 0;
 	while (filled < length) {
 		const {bytesRead} = await handle.read(buffer, filled, length - filled, position + filled);
 		if (bytesRead === 0) {
-			throw new LoraFileError(filePath, `file ended at byte ${position + filled} while reading ${length} bytes at ${position} (truncated or being written)`);
+			throw new LoraFileError(filePath, `file ended at byte ${position + filled} while reading ${whole.length} bytes at ${whole.position} (truncated or being written)`);
 		}
 
 		filled += bytesRead;
@@ -155,6 +158,14 @@ async function readExactly(handle: FileHandle, length: number, position: number,
 
 	return buffer;
 }
+
+/**
+ * Size of the first read of a header: the length plus header of the last file read (a folder
+ * holds files of one kind), at least 64 KiB, at most 1 MiB. One read after the fstat then fetches
+ * both, instead of a read for the length and another for the header (each round trip costs most
+ * on network filesystems).
+ */
+let firstReadBytes = 64 * 1024;
 
 /** One-line reason for an OS error (ENOENT, EACCES, ELOOP...), shared by every reader of files. */
 export function errnoReason(error: unknown): string {
@@ -209,6 +220,8 @@ export async function readHeader(filePath: string): Promise<SafetensorsHeader> {
 }
 
 export async function readHeaderFromHandle(handle: FileHandle, filePath: string): Promise<SafetensorsHeader> {
+	// fstat before any read: reading a FIFO, socket or terminal device named *.safetensors would
+	// take bytes meant for someone else (a link to /dev/tty would eat the user's keys).
 	let stats;
 	try {
 		stats = await handle.stat();
@@ -226,9 +239,15 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 
 	const fileSize = stats.size;
 	const headLength = Math.min(fileSize, 32);
-	let head: Buffer;
+	const first = Buffer.allocUnsafe(Math.max(headLength, Math.min(fileSize, firstReadBytes)));
+	let got = 0;
 	try {
-		head = await readExactly(handle, headLength, 0, filePath);
+		got = Math.min((await handle.read(first, 0, first.length, 0)).bytesRead, fileSize);
+		if (got < headLength) {
+			// A short read (rare on local disks): finish the head the slow way.
+			await readExactly(handle, headLength - got, got, filePath, first.subarray(got), {length: headLength, position: 0});
+			got = headLength;
+		}
 	} catch (error) {
 		if (error instanceof LoraFileError) {
 			throw error;
@@ -237,6 +256,7 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 		throw new LoraFileError(filePath, errnoReason(error));
 	}
 
+	const head = first.subarray(0, headLength);
 	const kind = sniffFileKind(head, filePath);
 	const kindReason = describeKind(kind);
 	if (kindReason) {
@@ -261,15 +281,22 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 		throw new LoraFileError(filePath, `header length ${headerLength} is larger than the file (${fileSize} bytes)`);
 	}
 
+	firstReadBytes = Math.min(1024 * 1024, Math.max(64 * 1024, Math.ceil((8 + headerLength) / 4096) * 4096));
 	let headerBytes: Buffer;
-	try {
-		headerBytes = await readExactly(handle, headerLength, 8, filePath);
-	} catch (error) {
-		if (error instanceof LoraFileError) {
-			throw error;
-		}
+	if (8 + headerLength <= got) {
+		headerBytes = first.subarray(8, 8 + headerLength);
+	} else {
+		headerBytes = Buffer.allocUnsafe(headerLength);
+		first.copy(headerBytes, 0, 8, got);
+		try {
+			await readExactly(handle, headerLength - (got - 8), got, filePath, headerBytes.subarray(got - 8), {length: headerLength, position: 8});
+		} catch (error) {
+			if (error instanceof LoraFileError) {
+				throw error;
+			}
 
-		throw new LoraFileError(filePath, errnoReason(error));
+			throw new LoraFileError(filePath, errnoReason(error));
+		}
 	}
 
 	return parseHeaderBytes(filePath, headerBytes, fileSize, stats.mtimeMs);

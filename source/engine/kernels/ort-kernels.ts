@@ -189,6 +189,22 @@ export async function createOrtKernels(device: Device, options: {threads?: numbe
 		return data;
 	};
 
+	/** Both Grams of a LoRA pair through `graph`, or `halvesGraph` when both are raw aligned F16. */
+	const pairGrams = async (graph: KernelName, halvesGraph: KernelName, up: MatrixInput, outDim: number, rank: number, down: MatrixInput, inDim: number): Promise<{gu: Float64Array; gd: Float64Array}> => {
+		checkLength(`${graph} up`, {length: inputLength(up)}, outDim * rank);
+		checkLength(`${graph} down`, {length: inputLength(down)}, rank * inDim);
+		if (outDim === 0 || rank === 0 || inDim === 0) {
+			return {gu: gramColsJs(toFloat32(up), outDim, rank), gd: gramRowsJs(toFloat32(down), rank, inDim)};
+		}
+
+		const upHalves = halves(up);
+		const downHalves = halves(down);
+		const result = upHalves && downHalves
+			? await run(halvesGraph, {up: new ort.Tensor('float16', upHalves, [outDim, rank]), down: new ort.Tensor('float16', downHalves, [rank, inDim])})
+			: await run(graph, {up: tensor(toFloat32(up), [outDim, rank]), down: tensor(toFloat32(down), [rank, inDim])});
+		return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
+	};
+
 	return {
 		backend: 'onnxruntime',
 		device,
@@ -208,34 +224,8 @@ export async function createOrtKernels(device: Device, options: {threads?: numbe
 
 			return outputF64(await run('gramRows', {m: tensor(m, [rows, cols])}), 'g');
 		},
-		async gramPair(up, outDim, rank, down, inDim) {
-			checkLength('gramPair up', {length: inputLength(up)}, outDim * rank);
-			checkLength('gramPair down', {length: inputLength(down)}, rank * inDim);
-			if (outDim === 0 || rank === 0 || inDim === 0) {
-				return {gu: gramColsJs(toFloat32(up), outDim, rank), gd: gramRowsJs(toFloat32(down), rank, inDim)};
-			}
-
-			const upHalves = halves(up);
-			const downHalves = halves(down);
-			const result = upHalves && downHalves
-				? await run('gramPairF16', {up: new ort.Tensor('float16', upHalves, [outDim, rank]), down: new ort.Tensor('float16', downHalves, [rank, inDim])})
-				: await run('gramPair', {up: tensor(toFloat32(up), [outDim, rank]), down: tensor(toFloat32(down), [rank, inDim])});
-			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
-		},
-		async gramPairSingle(up, outDim, rank, down, inDim) {
-			checkLength('gramPairSingle up', {length: inputLength(up)}, outDim * rank);
-			checkLength('gramPairSingle down', {length: inputLength(down)}, rank * inDim);
-			if (outDim === 0 || rank === 0 || inDim === 0) {
-				return {gu: gramColsJs(toFloat32(up), outDim, rank), gd: gramRowsJs(toFloat32(down), rank, inDim)};
-			}
-
-			const upHalves = halves(up);
-			const downHalves = halves(down);
-			const result = upHalves && downHalves
-				? await run('gramPairSingleF16', {up: new ort.Tensor('float16', upHalves, [outDim, rank]), down: new ort.Tensor('float16', downHalves, [rank, inDim])})
-				: await run('gramPairSingle', {up: tensor(toFloat32(up), [outDim, rank]), down: tensor(toFloat32(down), [rank, inDim])});
-			return {gu: outputF64(result, 'gu'), gd: outputF64(result, 'gd')};
-		},
+		gramPair: async (up, outDim, rank, down, inDim) => pairGrams('gramPair', 'gramPairF16', up, outDim, rank, down, inDim),
+		gramPairSingle: async (up, outDim, rank, down, inDim) => pairGrams('gramPairSingle', 'gramPairSingleF16', up, outDim, rank, down, inDim),
 		async matmul(a, aRows, aCols, b, bCols) {
 			checkLength('matmul a', a, aRows * aCols);
 			checkLength('matmul b', b, aCols * bCols);

@@ -132,6 +132,30 @@ test('closing rejects waiting loads and later ones', async () => {
 	await assert.rejects(closing.load(files['sd15']!), /closed/);
 });
 
+test('a worker that dies on a file is replaced: that load rejects, the next ones work', async () => {
+	// 400,000 zero-size tensors: a valid header (~30 MB) whose parse needs more than a 96 MB heap.
+	const many = path.join(folder.dir, 'many-entries.safetensors');
+	const parts: string[] = [];
+	for (let i = 0; i < 400_000; i++) {
+		parts.push(`"lora_unet_block_${i}.lora_down.weight":{"dtype":"F16","shape":[0],"data_offsets":[0,0]}`);
+	}
+
+	const json = Buffer.from(`{${parts.join(',')}}`);
+	const length = Buffer.alloc(8);
+	length.writeBigUInt64LE(BigInt(json.length));
+	await writeFile(many, Buffer.concat([length, json]));
+	const small = HeaderPool.start(1, undefined, {heapMb: 96});
+	try {
+		assert.equal((await small.load(files['sd15']!)).error, null);
+		await assert.rejects(small.load(many), /header worker stopped/);
+		const next = await small.load(files['sdxl']!);
+		assert.equal(next.error, null);
+		assert.equal(next.summary?.arch, 'sdxl');
+	} finally {
+		await small.close();
+	}
+});
+
 test('workers that cannot start reject loads instead of hanging them', async () => {
 	// A module URL whose folder has no header-worker.js: every worker fails to load.
 	const broken = HeaderPool.start(2, pathToFileURL(path.join(folder.dir, 'header-pool.js')).href);

@@ -36,14 +36,25 @@ type Slot = {
 	worker: Worker;
 	pending: Map<number, {path: string; resolve: (entry: LoraEntry) => void; reject: (error: Error) => void}>;
 	failed: boolean;
+	/** Whether its worker ever replied (it started): only such a worker is restarted. */
+	answered: boolean;
 };
 
+/** Workers replaced after dying mid-scan, per pool, before the pool gives up on them. */
+const maxRestarts = 8;
+
+/**
+ * A worker's heap limit: a hostile header (a million entries) stops that worker with an
+ * out-of-memory error, which the pool survives, instead of taking the process down with it.
+ */
+const workerHeapMb = 1024;
+
 /** How to start the worker: the compiled shim, or the TypeScript source under tsx (tests, `npm run dev`). */
-function startWorker(moduleUrl: string): Worker {
+function startWorker(moduleUrl: string, heapMb: number): Worker {
 	// Workers print nothing to the terminal (it belongs to Ink): their stdout and stderr are piped
 	// here and never read. Reading them (resume()) would keep the process alive after the pool
 	// goes idle, since a flowing worker stdio stream holds its port open.
-	const quiet = {stdout: true, stderr: true} as const;
+	const quiet = {stdout: true, stderr: true, resourceLimits: {maxOldGenerationSizeMb: heapMb}} as const;
 	const here = path.dirname(fileURLToPath(moduleUrl));
 	if (moduleUrl.endsWith('.ts')) {
 		// Node 20 does not run a worker's --import hooks, so the shim registers tsx itself.
@@ -78,8 +89,8 @@ function restorePrototypes(entry: LoraEntry): LoraEntry {
 
 export class HeaderPool {
 	/** Starts `threads` workers; they load their modules while the caller goes on. */
-	static start(threads = defaultHeaderThreads(), moduleUrl = import.meta.url): HeaderPool {
-		return new HeaderPool(threads, moduleUrl);
+	static start(threads = defaultHeaderThreads(), moduleUrl = import.meta.url, options: {heapMb?: number} = {}): HeaderPool {
+		return new HeaderPool(threads, moduleUrl, options.heapMb ?? workerHeapMb);
 	}
 
 	readonly threads: number;
@@ -88,51 +99,72 @@ export class HeaderPool {
 	private nextId = 1;
 	private closed = false;
 
-	private constructor(threads: number, moduleUrl: string) {
+	private readonly moduleUrl: string;
+	private readonly heapMb: number;
+	private restarts = 0;
+
+	private constructor(threads: number, moduleUrl: string, heapMb: number) {
 		this.threads = threads;
+		this.moduleUrl = moduleUrl;
+		this.heapMb = heapMb;
 		for (let i = 0; i < threads; i++) {
-			const worker = startWorker(moduleUrl);
-			// An idle pool must not keep the process alive; a busy one must (see pump).
-			worker.unref();
-			const slot: Slot = {worker, pending: new Map(), failed: false};
-			worker.on('message', (reply: HeaderReply) => {
-				const waiter = slot.pending.get(reply.id);
-				if (waiter) {
-					slot.pending.delete(reply.id);
-					waiter.resolve(restorePrototypes(reply.entry));
-				}
-
-				if (slot.pending.size === 0) {
-					worker.unref();
-				}
-
-				this.pump();
-			});
-			const fail = (reason: string): void => {
-				if (slot.failed) {
-					return;
-				}
-
-				slot.failed = true;
-				const error = new Error(`header worker stopped: ${reason}`);
-				for (const waiter of slot.pending.values()) {
-					waiter.reject(error);
-				}
-
-				slot.pending.clear();
-				if (this.slots.every(s => s.failed)) {
-					this.rejectQueued(error);
-				}
-			};
-
-			worker.on('error', error => {
-				fail(error.message.split('\n')[0] ?? 'error');
-			});
-			worker.on('exit', code => {
-				fail(`exit code ${code}`);
-			});
+			const slot: Slot = {worker: startWorker(moduleUrl, heapMb), pending: new Map(), failed: false, answered: false};
+			this.wire(slot);
 			this.slots.push(slot);
 		}
+	}
+
+	/** Wires the replies and failures of a slot's (new) worker. */
+	private wire(slot: Slot): void {
+		const {worker} = slot;
+		// An idle pool must not keep the process alive; a busy one must (see pump).
+		worker.unref();
+		worker.on('message', (reply: HeaderReply) => {
+			slot.answered = true;
+			const waiter = slot.pending.get(reply.id);
+			if (waiter) {
+				slot.pending.delete(reply.id);
+				waiter.resolve(restorePrototypes(reply.entry));
+			}
+
+			if (slot.pending.size === 0) {
+				worker.unref();
+			}
+
+			this.pump();
+		});
+		const fail = (reason: string): void => {
+			if (slot.failed || slot.worker !== worker) {
+				return;
+			}
+
+			slot.failed = true;
+			const error = new Error(`header worker stopped: ${reason}`);
+			for (const waiter of slot.pending.values()) {
+				waiter.reject(error);
+			}
+
+			slot.pending.clear();
+			// A worker that had been answering died on some file (out of memory on a hostile
+			// header, say): the callers of its files read them themselves, and a fresh worker
+			// takes its place. One that never answered cannot start at all: no restart loop.
+			if (!this.closed && slot.answered && this.restarts < maxRestarts) {
+				this.restarts++;
+				slot.worker = startWorker(this.moduleUrl, this.heapMb);
+				slot.failed = false;
+				this.wire(slot);
+				this.pump();
+			} else if (this.slots.every(s => s.failed)) {
+				this.rejectQueued(error);
+			}
+		};
+
+		worker.on('error', error => {
+			fail(error.message.split('\n')[0] ?? 'error');
+		});
+		worker.on('exit', code => {
+			fail(`exit code ${code}`);
+		});
 	}
 
 	/**

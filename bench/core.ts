@@ -167,7 +167,7 @@ async function benchScan(count: number, variant: 'full' | 'small'): Promise<void
 
 // ---------------------------------------------------------------- inspect -w in a child
 
-type ChildResult = {seconds: number[]; cpuSeconds: number[]; maxRssMiB: number; tensorBytes: number; backend: string};
+type ChildResult = {seconds: number[]; cpuSeconds: number[]; maxRssMiB: number; tensorBytes: number; backend: string; statsThreads: number};
 
 /**
  * Runs in the child: `inspect -w --json` N times in one process, output discarded. It runs tsc's
@@ -201,7 +201,9 @@ async function childInspect(file: string, repeats: number): Promise<void> {
 		backend = 'js';
 	}
 
-	const result: ChildResult = {seconds, cpuSeconds, maxRssMiB: process.resourceUsage().maxRSS / 1024, tensorBytes: header.sizeBytes - header.dataOffset, backend};
+	const {defaultStatsHelpers, threadedStatsMinBytes} = await import(buildUrl('engine/stats-threads.js')) as typeof import('../source/engine/stats-threads.js');
+	const threaded = backend === 'onnxruntime' && header.sizeBytes - header.dataOffset >= threadedStatsMinBytes && process.env['LORASCOPE_STATS_THREADS'] !== '0';
+	const result: ChildResult = {seconds, cpuSeconds, maxRssMiB: process.resourceUsage().maxRSS / 1024, tensorBytes: header.sizeBytes - header.dataOffset, backend, statsThreads: threaded ? 1 + defaultStatsHelpers() : 1};
 	process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
@@ -216,7 +218,7 @@ function describe(result: ChildResult): string {
 	const seconds = median(warm);
 	const mb = result.tensorBytes / 1e6;
 	const cpu = median(result.cpuSeconds.length > 1 ? result.cpuSeconds.slice(1) : result.cpuSeconds);
-	return `${seconds.toFixed(3)} s warm median (CPU ${cpu.toFixed(2)} s; first run ${result.seconds[0]!.toFixed(3)} s incl. kernel start-up) · ${(mb / seconds).toFixed(0)} MB/s of ${mb.toFixed(0)} MB tensor data · peak RSS ${result.maxRssMiB.toFixed(0)} MiB · kernels ${result.backend}`;
+	return `${seconds.toFixed(3)} s warm median (CPU ${cpu.toFixed(2)} s; first run ${result.seconds[0]!.toFixed(3)} s incl. kernel start-up) · ${(mb / seconds).toFixed(0)} MB/s of ${mb.toFixed(0)} MB tensor data · peak RSS ${result.maxRssMiB.toFixed(0)} MiB · kernels ${result.backend} · ${result.statsThreads} stats thread${result.statsThreads === 1 ? '' : 's'}`;
 }
 
 async function benchInspect(quick: boolean): Promise<void> {

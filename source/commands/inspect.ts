@@ -17,7 +17,7 @@ import {scanFolder} from '../lora/scan.js';
 import {errorReason} from '../lora/safetensors.js';
 import {computeStatsWithModel} from '../lora/stats.js';
 import {presentTrainingGroups} from '../lora/training-fields.js';
-import type {GramKernels, LoraStats} from '../lora/types.js';
+import type {GramKernels, LoraModel, LoraStats, SafetensorsHeader} from '../lora/types.js';
 import {writeFileAtomic} from '../lora/writer.js';
 import {jsonForTerminal} from './meta.js';
 
@@ -161,11 +161,35 @@ async function chooseKernels(totalBytes: number): Promise<{kernels: GramKernels;
 
 	try {
 		const engine = await import('../engine/kernels/index.js');
+		if (process.env['LORASCOPE_STATS_THREADS'] !== '0') {
+			// Their onnxruntime sessions start now, beside the main one.
+			const threads = await import('../engine/stats-threads.js');
+			if (threads.defaultStatsHelpers() > 0) {
+				threads.sharedStatsThreads();
+			}
+		}
+
 		const kernels = await engine.getEngineKernels('cpu');
 		return {kernels, dispose: engine.disposeEngineKernels};
 	} catch {
 		return {kernels: jsKernels, dispose: async () => undefined};
 	}
+}
+
+/**
+ * Statistics of one file: a large file with onnxruntime kernels is shared with helper threads
+ * (engine/stats-threads.ts) when the machine has a core to spare, else computed here.
+ */
+async function statsOf(header: SafetensorsHeader, model: LoraModel, kernels: GramKernels): Promise<{stats: LoraStats; model: LoraModel}> {
+	const tensorBytes = header.sizeBytes - header.dataOffset;
+	if ((kernels as {backend?: string}).backend === 'onnxruntime' && process.env['LORASCOPE_STATS_THREADS'] !== '0') {
+		const threads = await import('../engine/stats-threads.js');
+		if (tensorBytes >= threads.threadedStatsMinBytes && threads.defaultStatsHelpers() > 0) {
+			return threads.computeStatsThreaded(header, model, kernels, threads.sharedStatsThreads());
+		}
+	}
+
+	return computeStatsWithModel(header, model, {kernels});
 }
 
 async function inspectOne(item: {path: string; error?: string}, flags: InspectFlags, kernels: () => Promise<GramKernels>): Promise<Inspected> {
@@ -182,7 +206,7 @@ async function inspectOne(item: {path: string; error?: string}, flags: InspectFl
 
 	if (flags.weights) {
 		try {
-			const {stats, model} = await computeStatsWithModel(entry.header, entry.model, {kernels: await kernels()});
+			const {stats, model} = await statsOf(entry.header, entry.model, await kernels());
 			result.stats = stats;
 			entry.model = model;
 			entry.alphasLoaded = true;
@@ -525,6 +549,10 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 		})();
 		return (await kernelChoice).kernels;
 	};
+	if (flags.weights) {
+		// Load onnxruntime (and start the stats threads) while the first header is read.
+		kernels().catch(() => undefined);
+	}
 
 	// --json streams the array one file at a time (the same text JSON.stringify of the whole array
 	// gives): keeping every result until the end held a 1,000,000-entry model and 10 MB metadata

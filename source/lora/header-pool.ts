@@ -4,12 +4,10 @@
 // (entry.ts: summary and metadata, no tensor table): structured-cloning a parsed 1,750-tensor
 // header back costs about as much as parsing it again, and the list needs only the summary. The
 // file a user opens is read again in full on the main thread (a few ms).
-import {existsSync} from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import {fileURLToPath} from 'node:url';
-import {Worker} from 'node:worker_threads';
+import type {Worker} from 'node:worker_threads';
 import type {LoraEntry} from './entry.js';
+import {startThreadWorker} from './thread-worker.js';
 
 export type HeaderRequest = {id: number; path: string};
 export type HeaderReply = {id: number; entry: LoraEntry};
@@ -49,25 +47,8 @@ const maxRestarts = 8;
  */
 const workerHeapMb = 1024;
 
-/** How to start the worker: the compiled shim, or the TypeScript source under tsx (tests, `npm run dev`). */
 function startWorker(moduleUrl: string, heapMb: number): Worker {
-	// Workers print nothing to the terminal (it belongs to Ink): their stdout and stderr are piped
-	// here and never read. Reading them (resume()) would keep the process alive after the pool
-	// goes idle, since a flowing worker stdio stream holds its port open.
-	const quiet = {stdout: true, stderr: true, resourceLimits: {maxOldGenerationSizeMb: heapMb}} as const;
-	const here = path.dirname(fileURLToPath(moduleUrl));
-	if (moduleUrl.endsWith('.ts')) {
-		// Node 20 does not run a worker's --import hooks, so the shim registers tsx itself.
-		const api = import.meta.resolve('tsx/esm/api');
-		const target = new URL('header-worker.ts', moduleUrl).href;
-		return new Worker(`import(${JSON.stringify(api)}).then(api => { api.register(); return import(${JSON.stringify(target)}); });`, {eval: true, ...quiet});
-	}
-
-	// tsc's build has the shim beside this module (build/lora/); the CLI bundle (build/bundle/)
-	// starts that same compiled shim one folder over.
-	const beside = path.join(here, 'header-worker.js');
-	const fromBundle = path.join(here, '..', 'lora', 'header-worker.js');
-	return new Worker(existsSync(beside) || !existsSync(fromBundle) ? beside : fromBundle, quiet);
+	return startThreadWorker(moduleUrl, 'lora', 'header-worker', heapMb);
 }
 
 /**

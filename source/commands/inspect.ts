@@ -161,14 +161,6 @@ async function chooseKernels(totalBytes: number): Promise<{kernels: GramKernels;
 
 	try {
 		const engine = await import('../engine/kernels/index.js');
-		if (process.env['LORASCOPE_STATS_THREADS'] !== '0') {
-			// Their onnxruntime sessions start now, beside the main one.
-			const threads = await import('../engine/stats-threads.js');
-			if (threads.defaultStatsHelpers() > 0) {
-				threads.sharedStatsThreads();
-			}
-		}
-
 		const kernels = await engine.getEngineKernels('cpu');
 		return {kernels, dispose: engine.disposeEngineKernels};
 	} catch {
@@ -184,7 +176,9 @@ async function statsOf(header: SafetensorsHeader, model: LoraModel, kernels: Gra
 	const tensorBytes = header.sizeBytes - header.dataOffset;
 	if ((kernels as {backend?: string}).backend === 'onnxruntime' && process.env['LORASCOPE_STATS_THREADS'] !== '0') {
 		const threads = await import('../engine/stats-threads.js');
-		if (tensorBytes >= threads.threadedStatsMinBytes && threads.defaultStatsHelpers() > 0) {
+		// Real LoRAs have a few thousand tensors; a hostile million-entry header is not worth
+		// copying to other threads.
+		if (tensorBytes >= threads.threadedStatsMinBytes && header.tensors.length <= threads.threadedStatsMaxTensors && threads.defaultStatsHelpers() > 0) {
 			return threads.computeStatsThreaded(header, model, kernels, threads.sharedStatsThreads());
 		}
 	}
@@ -549,10 +543,6 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 		})();
 		return (await kernelChoice).kernels;
 	};
-	if (flags.weights) {
-		// Load onnxruntime (and start the stats threads) while the first header is read.
-		kernels().catch(() => undefined);
-	}
 
 	// --json streams the array one file at a time (the same text JSON.stringify of the whole array
 	// gives): keeping every result until the end held a 1,000,000-entry model and 10 MB metadata

@@ -16,6 +16,9 @@ export type StatsThreadReply = {id: number; part?: StatsPart; error?: {message: 
 /** Below this much tensor data, starting threads costs more than it saves. */
 export const threadedStatsMinBytes = 32 * 1024 * 1024;
 
+/** Above this many tensors, copying the header to each thread costs more than it saves. */
+export const threadedStatsMaxTensors = 50_000;
+
 /** Helper threads besides the main one: one per further core, at most 3. */
 export function defaultStatsHelpers(): number {
 	return Math.max(0, Math.min(3, os.availableParallelism() - 1));
@@ -72,6 +75,12 @@ export class StatsThreads {
 			});
 			const fail = (reason: string): void => {
 				markStarted();
+				// A stopped helper gets no more shares: later files are split among the rest.
+				const index = this.workers.indexOf(worker);
+				if (index !== -1) {
+					this.workers.splice(index, 1);
+				}
+
 				for (const [id, waiter] of this.pending) {
 					if (waiter.worker === worker) {
 						this.pending.delete(id);
@@ -107,7 +116,7 @@ export class StatsThreads {
 	}
 
 	async close(): Promise<void> {
-		await Promise.all(this.workers.map(async worker => worker.terminate()));
+		await Promise.all(this.workers.splice(0).map(async worker => worker.terminate()));
 	}
 }
 

@@ -18,8 +18,8 @@ const perWorkerInFlight = 4;
 /**
  * Worker threads for a machine: one core is left to the main thread (the UI), and past four the
  * disk and the main thread's batching, not parsing, bound a scan. On two cores a second worker
- * read 1,000 full headers ~20% sooner (3.9–4.0 s instead of 4.5–5.1 s) but drew three key
- * presses in 157–315 ms instead of 105–160 ms: keys matter more.
+ * read 1,000 full headers ~20% sooner (2.5–4.1 s instead of 3.2–5.1 s over five runs) but drew
+ * three key presses in 104–366 ms instead of 53–264 ms: keys matter more.
  */
 export function defaultHeaderThreads(): number {
 	const fromEnv = Number(process.env['LORASCOPE_SCAN_THREADS']);

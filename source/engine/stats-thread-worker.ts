@@ -3,14 +3,16 @@
 import {parentPort} from 'node:worker_threads';
 import {LoraFileError} from '../lora/safetensors.js';
 import {computeStatsPart, planStats} from '../lora/stats.js';
-import {jsKernels} from './kernels/js-kernels.js';
 import {createOrtKernels} from './kernels/ort-kernels.js';
 import type {EngineKernels} from './kernels/types.js';
 import type {StatsThreadReply, StatsThreadRequest} from './stats-threads.js';
 
-// Created at start-up, so the session is ready by the time the first file's headers are read.
-// One intra-op thread: the threads themselves are the parallelism.
-const kernels: Promise<EngineKernels> = createOrtKernels('cpu', {threads: 1}).catch(() => jsKernels);
+// Created at start-up, so the session is ready when the first share comes. One intra-op thread:
+// the threads themselves are the parallelism. No plain-JS fallback: its float64 Grams would round
+// differently from the main thread's, so without onnxruntime this helper fails its shares and the
+// main thread computes the file alone.
+const kernels: Promise<EngineKernels> = createOrtKernels('cpu', {threads: 1});
+kernels.catch(() => undefined);
 
 async function share(request: StatsThreadRequest): Promise<StatsThreadReply> {
 	try {
@@ -36,8 +38,10 @@ async function share(request: StatsThreadRequest): Promise<StatsThreadReply> {
 
 const port = parentPort;
 if (port) {
+	const ready: StatsThreadReply = {ready: true};
 	void kernels.then(() => {
-		const ready: StatsThreadReply = {ready: true};
+		port.postMessage(ready);
+	}, () => {
 		port.postMessage(ready);
 	});
 	port.on('message', (request: StatsThreadRequest) => {

@@ -177,8 +177,8 @@ async function statsOf(header: SafetensorsHeader, model: LoraModel, kernels: Gra
 	if ((kernels as {backend?: string}).backend === 'onnxruntime' && process.env['LORASCOPE_STATS_THREADS'] !== '0') {
 		const threads = await import('../engine/stats-threads.js');
 		// Real LoRAs have a few thousand tensors; a hostile million-entry header is not worth
-		// copying to other threads.
-		if (tensorBytes >= threads.threadedStatsMinBytes && header.tensors.length <= threads.threadedStatsMaxTensors && threads.defaultStatsHelpers() > 0) {
+		// copying to other threads, and a file without modules (a checkpoint) has little to share.
+		if (tensorBytes >= threads.threadedStatsMinBytes && model.modules.length > 0 && header.tensors.length <= threads.threadedStatsMaxTensors && threads.defaultStatsHelpers() > 0) {
 			return threads.computeStatsThreaded(header, model, kernels, threads.sharedStatsThreads());
 		}
 	}

@@ -2,7 +2,7 @@
 // (chunks claimed from a shared counter) with its own onnxruntime session and file handle.
 import {parentPort} from 'node:worker_threads';
 import {LoraFileError} from '../lora/safetensors.js';
-import {computeStatsPart, planStats} from '../lora/stats.js';
+import {computeStatsPart, planStats, sharedClaim} from '../lora/stats.js';
 import {createOrtKernels} from './kernels/ort-kernels.js';
 import type {EngineKernels} from './kernels/types.js';
 import type {StatsThreadReply, StatsThreadRequest} from './stats-threads.js';
@@ -17,13 +17,7 @@ kernels.catch(() => undefined);
 async function share(request: StatsThreadRequest): Promise<StatsThreadReply> {
 	try {
 		const plan = planStats(request.header, request.model);
-		const next = new Int32Array(request.counter);
-		const claim = (): number | null => {
-			const index = Atomics.add(next, 0, 1);
-			return index < plan.chunks.length ? index : null;
-		};
-
-		const part = await computeStatsPart(request.header, request.model, plan, {kernels: await kernels, claim});
+		const part = await computeStatsPart(request.header, request.model, plan, {kernels: await kernels, claim: sharedClaim(request.counter, plan.chunks.length)});
 		return {id: request.id, part};
 	} catch (error) {
 		return {

@@ -6,7 +6,7 @@
 import os from 'node:os';
 import type {Worker} from 'node:worker_threads';
 import {LoraFileError} from '../lora/safetensors.js';
-import {computeStatsPart, computeStatsWithModel, finishStats, planStats, type StatsPart} from '../lora/stats.js';
+import {computeStatsPart, computeStatsWithModel, finishStats, planStats, sharedClaim, type StatsPart} from '../lora/stats.js';
 import {startThreadWorker} from '../lora/thread-worker.js';
 import type {GramKernels, LoraModel, LoraStats, SafetensorsHeader} from '../lora/types.js';
 
@@ -136,11 +136,7 @@ export function sharedStatsThreads(): StatsThreads {
 export async function computeStatsThreaded(header: SafetensorsHeader, model: LoraModel, kernels: GramKernels, threads: StatsThreads): Promise<{stats: LoraStats; model: LoraModel; modulesByThread: number[]}> {
 	const plan = planStats(header, model);
 	const counter = new SharedArrayBuffer(4);
-	const next = new Int32Array(counter);
-	const claim = (): number | null => {
-		const index = Atomics.add(next, 0, 1);
-		return index < plan.chunks.length ? index : null;
-	};
+	const claim = sharedClaim(counter, plan.chunks.length);
 
 	const shares = threads.share(header, model, counter);
 	for (const share of shares) {
@@ -153,7 +149,7 @@ export async function computeStatsThreaded(header: SafetensorsHeader, model: Lor
 		main = await computeStatsPart(header, model, plan, {kernels, claim});
 	} catch (error) {
 		// Stop the helpers taking more chunks, and let them finish before reporting.
-		Atomics.store(next, 0, plan.chunks.length);
+		Atomics.store(new Int32Array(counter), 0, plan.chunks.length);
 		await Promise.allSettled(shares);
 		throw error;
 	}

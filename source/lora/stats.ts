@@ -326,23 +326,35 @@ function asMatrix(tensor: LoadedTensor): {values: Float32Array; rows: number; co
 
 /** ‖up·down‖² for up out×r and down r×in (4-D tensors flattened), from the two r×r Grams. */
 async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number): Promise<number> {
+	const single = kernels.gramPairSingle;
+	return guardedNormSquared(kernels, single && (async () => single(up, outDim, rank, down, inDim)), () => ({up, down}), outDim, rank, inDim);
+}
+
+/**
+ * ‖up·down‖² from the float32 Grams `single` gives, unless the pair cancels (or there is no
+ * `single`): then from float64 Grams of the values `decoded` gives (called only then).
+ */
+async function guardedNormSquared(
+	kernels: PairKernels,
+	single: (() => Promise<{gu: Float64Array; gd: Float64Array}>) | undefined,
+	decoded: () => {up: Float32Array; down: Float32Array},
+	outDim: number,
+	rank: number,
+	inDim: number,
+): Promise<number> {
 	if (rank === 0 || outDim === 0 || inDim === 0) {
 		return 0;
 	}
 
-	if (kernels.gramPairSingle) {
-		const {gu, gd} = await kernels.gramPairSingle(up, outDim, rank, down, inDim);
+	if (single) {
+		const {gu, gd} = await single();
 		const squared = productNormSquaredFromGrams(gu, gd);
 		if (!cancels(squared, gu, gd, rank)) {
 			return squared;
 		}
 	}
 
-	return loraNormSquaredFloat64(kernels, up, outDim, rank, down, inDim);
-}
-
-/** loraNormSquared from float64 Grams only. */
-async function loraNormSquaredFloat64(kernels: PairKernels, up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number): Promise<number> {
+	const {up, down} = decoded();
 	if (kernels.gramPair) {
 		const {gu, gd} = await kernels.gramPair(up, outDim, rank, down, inDim);
 		return productNormSquaredFromGrams(gu, gd);
@@ -774,6 +786,18 @@ export type StatsPart = {
 	modulesDone: number;
 };
 
+/**
+ * A claim function over a counter shared between threads (an Int32 in a SharedArrayBuffer): each
+ * call takes the next chunk index of a plan of `chunks` chunks, or null once none is left.
+ */
+export function sharedClaim(counter: SharedArrayBuffer, chunks: number): () => number | null {
+	const next = new Int32Array(counter);
+	return () => {
+		const index = Atomics.add(next, 0, 1);
+		return index < chunks ? index : null;
+	};
+}
+
 export type StatsPartOptions = StatsOptions & {
 	/** Index of the next chunk this thread should take, or null when none is left (default: all, in order). */
 	claim?: () => number | null;
@@ -851,13 +875,15 @@ export async function computeStatsPart(header: SafetensorsHeader, model: LoraMod
 						nonFinite += absorb(tensor, figuresOf(tensor, false).figures);
 					}
 
-					const {gu, gd} = await rawHalvesKernels.gramPairSingle({dtype: 'F16', bytes: up!.bytes}, shape.outDim, shape.rank, {dtype: 'F16', bytes: down!.bytes}, shape.inDim);
-					squared = productNormSquaredFromGrams(gu, gd);
-					if (cancels(squared, gu, gd, shape.rank)) {
-						const upValues = figuresOf(up!, true, upScratch).values!;
-						const downValues = figuresOf(down!, true, downScratch).values!;
-						squared = await loraNormSquaredFloat64(kernels, upValues, shape.outDim, shape.rank, downValues, shape.inDim);
-					}
+					const {outDim, rank, inDim} = shape;
+					squared = await guardedNormSquared(
+						kernels,
+						async () => rawHalvesKernels.gramPairSingle({dtype: 'F16', bytes: up!.bytes}, outDim, rank, {dtype: 'F16', bytes: down!.bytes}, inDim),
+						() => ({up: figuresOf(up!, true, upScratch).values!, down: figuresOf(down!, true, downScratch).values!}),
+						outDim,
+						rank,
+						inDim,
+					);
 				} else if (shape) {
 					// The common case, kept allocation-free: the pair is decoded into reused buffers.
 					let upValues: Float32Array | undefined;

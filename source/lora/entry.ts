@@ -51,24 +51,32 @@ export function lightEntry(entry: LoraEntry): LoraEntry {
 		return {path: entry.path, sizeBytes: entry.sizeBytes, mtimeMs: entry.mtimeMs, error: entry.error ?? 'not read'};
 	}
 
-	const {model} = entry;
 	return {
 		path: entry.path,
 		sizeBytes: entry.sizeBytes,
 		mtimeMs: entry.mtimeMs,
 		error: null,
 		alphasLoaded: false,
-		summary: {
-			metadata: entry.header.metadata,
-			arch: model.arch,
-			metadataArch: model.metadataArch,
-			networkType: model.networkType,
-			rank: model.rank,
-			alpha: model.alpha,
-			dtype: model.dtype,
-			moduleCount: model.modules.length,
-		},
+		summary: {metadata: entry.header.metadata, ...modelSummary(entry.model)},
 	};
+}
+
+/** What a file list shows of a model. */
+export function modelSummary(model: LoraModel): Omit<EntrySummary, 'metadata'> {
+	return {
+		arch: model.arch,
+		metadataArch: model.metadataArch,
+		networkType: model.networkType,
+		rank: model.rank,
+		alpha: model.alpha,
+		dtype: model.dtype,
+		moduleCount: model.modules.length,
+	};
+}
+
+/** The model summary of an entry, full (from its model) or light (as a worker sent it). */
+export function summaryOf(entry: LoraEntry): Omit<EntrySummary, 'metadata'> | undefined {
+	return entry.model ? modelSummary(entry.model) : entry.summary;
 }
 
 /** Training metadata of an entry, full or light. */

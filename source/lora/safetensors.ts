@@ -141,14 +141,21 @@ export function parseHeaderBytes(
 }
 
 /**
- * Reads exactly `length` bytes at `position`, into `target` (its first `length` bytes) when given.
- * `whole` names the larger read this one finishes, for the message when the file ends early.
+ * Reads into `buffer` from `position` until at least `minimum` bytes are in (more when one read
+ * brings them, up to the buffer's length) and returns how many. A file that ends first, or an OS
+ * error, is a one-line LoraFileError; `whole` names the larger read this one is part of, for that
+ * message.
  */
-async function readExactly(handle: FileHandle, length: number, position: number, filePath: string, target?: Buffer, whole = {length, position}): Promise<Buffer> {
-	const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
+async function readAtLeast(handle: FileHandle, buffer: Buffer, minimum: number, position: number, filePath: string, whole = {length: minimum, position}): Promise<number> {
 	let filled = 0;
-	while (filled < length) {
-		const {bytesRead} = await handle.read(buffer, filled, length - filled, position + filled);
+	while (filled < minimum) {
+		let bytesRead: number;
+		try {
+			({bytesRead} = await handle.read(buffer, filled, buffer.length - filled, position + filled));
+		} catch (error) {
+			throw new LoraFileError(filePath, errnoReason(error));
+		}
+
 		if (bytesRead === 0) {
 			throw new LoraFileError(filePath, `file ended at byte ${position + filled} while reading ${whole.length} bytes at ${whole.position} (truncated or being written)`);
 		}
@@ -156,6 +163,13 @@ async function readExactly(handle: FileHandle, length: number, position: number,
 		filled += bytesRead;
 	}
 
+	return filled;
+}
+
+/** Reads exactly `length` bytes at `position`, into `target` (its first `length` bytes) when given. */
+async function readExactly(handle: FileHandle, length: number, position: number, filePath: string, target?: Buffer): Promise<Buffer> {
+	const buffer = target ? target.subarray(0, length) : Buffer.allocUnsafe(length);
+	await readAtLeast(handle, buffer, length, position, filePath);
 	return buffer;
 }
 
@@ -240,21 +254,8 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 	const fileSize = stats.size;
 	const headLength = Math.min(fileSize, 32);
 	const first = Buffer.allocUnsafe(Math.max(headLength, Math.min(fileSize, firstReadBytes)));
-	let got = 0;
-	try {
-		got = Math.min((await handle.read(first, 0, first.length, 0)).bytesRead, fileSize);
-		if (got < headLength) {
-			// A short read (rare on local disks): finish the head the slow way.
-			await readExactly(handle, headLength - got, got, filePath, first.subarray(got), {length: headLength, position: 0});
-			got = headLength;
-		}
-	} catch (error) {
-		if (error instanceof LoraFileError) {
-			throw error;
-		}
-
-		throw new LoraFileError(filePath, errnoReason(error));
-	}
+	// Usually one read brings the head and the whole header.
+	const got = Math.min(await readAtLeast(handle, first, headLength, 0, filePath), fileSize);
 
 	const head = first.subarray(0, headLength);
 	const kind = sniffFileKind(head, filePath);
@@ -288,15 +289,8 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 	} else {
 		headerBytes = Buffer.allocUnsafe(headerLength);
 		first.copy(headerBytes, 0, 8, got);
-		try {
-			await readExactly(handle, headerLength - (got - 8), got, filePath, headerBytes.subarray(got - 8), {length: headerLength, position: 8});
-		} catch (error) {
-			if (error instanceof LoraFileError) {
-				throw error;
-			}
-
-			throw new LoraFileError(filePath, errnoReason(error));
-		}
+		const rest = headerBytes.subarray(got - 8);
+		await readAtLeast(handle, rest, rest.length, got, filePath, {length: headerLength, position: 8});
 	}
 
 	return parseHeaderBytes(filePath, headerBytes, fileSize, stats.mtimeMs);
@@ -348,15 +342,7 @@ export class TensorReader {
 	/** Raw little-endian bytes of one tensor. */
 	async readRaw(name: string): Promise<Buffer> {
 		const info = this.info(name);
-		try {
-			return await readExactly(this.handle, info.end - info.begin, this.header.dataOffset + info.begin, this.header.path);
-		} catch (error) {
-			if (error instanceof LoraFileError) {
-				throw error;
-			}
-
-			throw new LoraFileError(this.header.path, errnoReason(error));
-		}
+		return readExactly(this.handle, info.end - info.begin, this.header.dataOffset + info.begin, this.header.path);
 	}
 
 	/** One tensor decoded to float32. */
@@ -377,15 +363,7 @@ export class TensorReader {
 			throw new RangeError(`readDataRange: a ${into.length}-byte buffer cannot hold ${length} bytes`);
 		}
 
-		try {
-			return await readExactly(this.handle, length, this.header.dataOffset + begin, this.header.path, into);
-		} catch (error) {
-			if (error instanceof LoraFileError) {
-				throw error;
-			}
-
-			throw new LoraFileError(this.header.path, errnoReason(error));
-		}
+		return readExactly(this.handle, length, this.header.dataOffset + begin, this.header.path, into);
 	}
 
 	async close(): Promise<void> {

@@ -1,7 +1,7 @@
 // Turns a loaded entry into the list row the dashboard shows and filters on. Every display string is
 // sanitised here, once per load, so rendering thousands of rows never re-sanitises.
 import path from 'node:path';
-import {metadataOf} from '../lora/entry.js';
+import {metadataOf, summaryOf} from '../lora/entry.js';
 import type {LoadedEntry} from './entry-shape.js';
 import type {FilterSubject, CanonicalField} from './filter.js';
 import {clean} from './text.js';
@@ -66,7 +66,7 @@ function summarize(entry: LoadedEntry, fileName: string, env: TerminalEnv): RowS
 	};
 
 	// A full entry's model, or a light entry's summary of it (the same fields, from a scan worker).
-	const model = entry.model ? {...entry.model, moduleCount: entry.model.modules.length} : entry.summary;
+	const model = summaryOf(entry);
 	const summary: RowSummary = {};
 	if (model) {
 		summary.arch = model.arch === 'unknown' ? (model.metadataArch ?? undefined) : model.arch;

@@ -573,7 +573,7 @@ test('a generated LoCon sample: norms against dense ΔW and buckets against the 
 	const reader = await TensorReader.open(header);
 	const raw: FixtureTensor[] = [];
 	for (const t of header.tensors) {
-		raw.push({name: t.name, shape: t.shape, values: await reader.read(t.name)});
+		raw.push({name: t.name, shape: [...t.shape], values: await reader.read(t.name)});
 	}
 
 	const byName = new Map(raw.map(t => [t.name, t]));

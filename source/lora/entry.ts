@@ -92,13 +92,15 @@ export type EntryOptions = {
 	alphas?: boolean;
 	/** Parse the training metadata (default true); a scan worker sends the raw map instead. */
 	training?: boolean;
+	/** Read the header with blocking calls (worker threads only; see readHeader). */
+	blocking?: boolean;
 };
 
 /** Header, model and parsed training metadata of one file. Never throws. */
 export async function loadEntry(filePath: string, options: EntryOptions = {}): Promise<LoraEntry> {
 	let header: SafetensorsHeader;
 	try {
-		header = await readHeader(filePath);
+		header = await readHeader(filePath, {blocking: options.blocking});
 	} catch (error) {
 		// Size and time for the row of a file that failed (readHeader has its own fstat otherwise).
 		let sizeBytes = 0;

@@ -13,6 +13,7 @@
 // UTF-16 cost twice as much on a full SD1.5 header.
 import {Buffer} from 'node:buffer';
 import {dtypeSize, isDType} from './dtypes.js';
+import {findSharedTable, shareTable, structureSharingEnabled} from './structure-cache.js';
 import type {DType, TensorInfo} from './types.js';
 
 /** serde_json's default recursion limit, which the reference safetensors reader inherits. */
@@ -22,9 +23,9 @@ export const maxHeaderDepth = 128;
 export const maxTensorRank = 64;
 
 export type ParsedHeaderJson = {
-	/** Sorted by begin offset (then end). */
-	tensors: TensorInfo[];
-	byName: Map<string, TensorInfo>;
+	/** Sorted by begin offset (then end). Shared with other headers (and frozen) when cached. */
+	tensors: readonly TensorInfo[];
+	byName: ReadonlyMap<string, TensorInfo>;
 	/** Null-prototype string map. */
 	metadata: Record<string, string>;
 };
@@ -663,6 +664,68 @@ function checkEntry(
  * one-line reason.
  */
 export function parseHeaderJson(json: Uint8Array, dataSize: number): ParsedHeaderJson {
+	const lead = structureSharingEnabled() ? leadingMetadata(json) : undefined;
+	// Writers pad headers with spaces to a multiple of 8 bytes, so the padding after the last `}`
+	// changes with the metadata's length; it is not part of the table.
+	const tail = lead ? json.subarray(lead.tailStart, trimmedLength(json)) : undefined;
+	if (lead && tail) {
+		const shared = findSharedTable(tail);
+		// The shared tail was validated as part of a whole header; only offsets depend on this file.
+		if (shared && shared.maxEnd <= dataSize) {
+			return {tensors: shared.tensors, byName: shared.byName, metadata: lead.metadata};
+		}
+	}
+
+	const parsed = parseWholeHeader(json, dataSize);
+	if (tail) {
+		shareTable(tail, parsed.tensors as TensorInfo[], parsed.byName as Map<string, TensorInfo>);
+	}
+
+	return parsed;
+}
+
+/** Length of `json` without trailing JSON whitespace. */
+function trimmedLength(json: Uint8Array): number {
+	let end = json.length;
+	while (end > 0) {
+		const code = json[end - 1];
+		if (code !== 0x20 && code !== 0x0a && code !== 0x0d && code !== 0x09) {
+			break;
+		}
+
+		end--;
+	}
+
+	return end;
+}
+
+const metadataFirst = Buffer.from('{"__metadata__":', 'latin1');
+
+/**
+ * The `__metadata__` object of a header that starts with it (as the reference writer and kohya
+ * write them), and where the rest begins; undefined for any other header, or one whose metadata
+ * is invalid (the whole-header parse then reports it).
+ */
+function leadingMetadata(json: Uint8Array): {metadata: Record<string, string>; tailStart: number} | undefined {
+	if (!bytesAt(json, 0, metadataFirst)) {
+		return undefined;
+	}
+
+	const parser = new Parser(json);
+	parser.pos = metadataFirst.length;
+	parser.ws();
+	try {
+		return {metadata: parseMetadata(parser), tailStart: parser.pos};
+	} catch (error) {
+		if (error instanceof HeaderFormatError) {
+			return undefined;
+		}
+
+		throw error;
+	}
+}
+
+function parseWholeHeader(json: Uint8Array, dataSize: number): ParsedHeaderJson {
 	const parser = new Parser(json);
 	parser.ws();
 	if (parser.peek() !== openBrace) {

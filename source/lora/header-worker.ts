@@ -7,7 +7,7 @@ import type {HeaderReply, HeaderRequest} from './header-pool.js';
 const port = parentPort;
 if (port) {
 	port.on('message', (request: HeaderRequest) => {
-		void loadEntry(request.path, {training: false}).then(entry => {
+		void loadEntry(request.path, {training: false, blocking: true}).then(entry => {
 			const reply: HeaderReply = {id: request.id, entry: lightEntry(entry)};
 			port.postMessage(reply);
 		});

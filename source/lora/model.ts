@@ -32,8 +32,10 @@ import type {
 	ModuleAlgo,
 	NetworkType,
 	SafetensorsHeader,
+	TensorInfo,
 } from './types.js';
 import {mostCommon} from './most-common.js';
+import {isSharedTable} from './structure-cache.js';
 
 /** Values of 0-d `alpha` tensors by tensor key (see loadLoraModel / alphaTensorKeys). */
 export type AlphaValues = ReadonlyMap<string, number>;
@@ -113,12 +115,12 @@ function product(values: readonly number[]): number {
 class ShapeError extends Error {}
 
 type Shapes = {
-	get(role: string): number[] | undefined;
-	need(role: string, ranks: number[]): number[];
+	get(role: string): readonly number[] | undefined;
+	need(role: string, ranks: number[]): readonly number[];
 };
 
 function shapesOf(group: Group, header: SafetensorsHeader): Shapes {
-	const get = (role: string): number[] | undefined => {
+	const get = (role: string): readonly number[] | undefined => {
 		const key = group.parts.get(role);
 		return key === undefined ? undefined : header.byName.get(key)?.shape;
 	};
@@ -857,10 +859,73 @@ function dominantDtype(header: SafetensorsHeader): string {
  * qkv/linear1 modules have exactly 3r/4r rows while most other modules have r.
  */
 export function buildLoraModel(header: SafetensorsHeader, alphaValues?: AlphaValues): LoraModel {
+	const metadata = modelInputsOf(header.metadata ?? {});
+	// Epochs of one run share their tensor table (structure-cache.ts) and, nearly always, the few
+	// metadata values read here: one model then serves them all.
+	const shared = alphaValues === undefined && isSharedTable(header.tensors);
+	const key = shared ? JSON.stringify(modelMetadataKeys.map(k => metadata[k] ?? null)) : '';
+	let models = shared ? sharedModels.get(header.tensors) : undefined;
+	const known = models?.get(key);
+	if (known) {
+		return known;
+	}
+
+	const model = buildModel(header, metadata, alphaValues);
+	if (shared) {
+		if (!models) {
+			models = new Map();
+			sharedModels.set(header.tensors, models);
+		}
+
+		if (models.size < 8) {
+			models.set(key, freezeModel(model));
+		}
+	}
+
+	return model;
+}
+
+/**
+ * Every metadata key the model reads. buildModel sees only these, so a model shared between files
+ * whose values of them agree is the model each would get alone.
+ */
+const modelMetadataKeys = ['ss_network_args', 'ss_network_dim', 'ss_network_alpha', 'ss_network_module', 'ss_base_model_version', 'modelspec.architecture', 'ss_v2', 'lora_adapter_metadata'] as const;
+
+function modelInputsOf(metadata: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+	const inputs = Object.create(null) as Record<string, string>;
+	for (const key of modelMetadataKeys) {
+		const value = metadata[key];
+		if (typeof value === 'string') {
+			inputs[key] = value;
+		}
+	}
+
+	return inputs;
+}
+
+const sharedModels = new WeakMap<readonly TensorInfo[], Map<string, LoraModel>>();
+
+/** A shared model must not change under the files that hold it. */
+function freezeModel(model: LoraModel): LoraModel {
+	for (const module of model.modules) {
+		Object.freeze(module.tensors);
+		if (module.kernel) {
+			Object.freeze(module.kernel);
+		}
+
+		Object.freeze(module);
+	}
+
+	Object.freeze(model.modules);
+	Object.freeze(model.unknownTensors);
+	Object.freeze(model.warnings);
+	return Object.freeze(model);
+}
+
+function buildModel(header: SafetensorsHeader, metadata: Readonly<Record<string, string>>, alphaValues: AlphaValues | undefined): LoraModel {
 	const warnings = new WarningSink();
 	const unknown: string[] = [];
 	try {
-		const metadata = header.metadata ?? {};
 		const networkArgs = parseJsonObject(metadata['ss_network_args']);
 		const groups = groupTensors(header, warnings, unknown);
 		const drafts: Draft[] = [];

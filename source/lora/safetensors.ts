@@ -1,5 +1,5 @@
 import {isUtf8} from 'node:buffer';
-import {constants} from 'node:fs';
+import {closeSync, constants, fstatSync, openSync, readSync} from 'node:fs';
 import {open, type FileHandle} from 'node:fs/promises';
 import path from 'node:path';
 import {decodeToFloat32} from './dtypes.js';
@@ -146,7 +146,7 @@ export function parseHeaderBytes(
  * error, is a one-line LoraFileError; `whole` names the larger read this one is part of, for that
  * message.
  */
-async function readAtLeast(handle: FileHandle, buffer: Buffer, minimum: number, position: number, filePath: string, whole = {length: minimum, position}): Promise<number> {
+async function readAtLeast(handle: ByteSource, buffer: Buffer, minimum: number, position: number, filePath: string, whole = {length: minimum, position}): Promise<number> {
 	let filled = 0;
 	while (filled < minimum) {
 		let bytesRead: number;
@@ -174,8 +174,8 @@ async function readExactly(handle: FileHandle, length: number, position: number,
 }
 
 /**
- * Size of the first read of a header: the length plus header of the last file read (a folder
- * holds files of one kind), at least 64 KiB, at most 1 MiB. One read after the fstat then fetches
+ * Size of the first read of a header: about the length plus header of the last files read (a
+ * folder holds files of a few kinds), at least 64 KiB, at most 1 MiB. One read after the fstat then fetches
  * both, instead of a read for the length and another for the header (each round trip costs most
  * on network filesystems).
  */
@@ -224,8 +224,8 @@ export async function openForRead(filePath: string): Promise<FileHandle> {
  * Read and validate only the header of a .safetensors file: 8 bytes of length, then N bytes of JSON.
  * Tensor data is never touched.
  */
-export async function readHeader(filePath: string): Promise<SafetensorsHeader> {
-	const handle = await openForRead(filePath);
+export async function readHeader(filePath: string, options: {blocking?: boolean} = {}): Promise<SafetensorsHeader> {
+	const handle = options.blocking ? openBlocking(filePath) : await openForRead(filePath);
 	try {
 		return await readHeaderFromHandle(handle, filePath);
 	} finally {
@@ -233,7 +233,37 @@ export async function readHeader(filePath: string): Promise<SafetensorsHeader> {
 	}
 }
 
-export async function readHeaderFromHandle(handle: FileHandle, filePath: string): Promise<SafetensorsHeader> {
+/** What the header reader needs of an open file: a FileHandle, or blocking calls on a descriptor. */
+export type ByteSource = {
+	stat(): Promise<{size: number; mtimeMs: number; isFile(): boolean; isDirectory(): boolean}>;
+	read(buffer: Buffer, offset: number, length: number, position: number): Promise<{bytesRead: number}>;
+	close(): Promise<void>;
+};
+
+/**
+ * A ByteSource on blocking system calls, for worker threads that read many headers (header-pool.ts):
+ * each FileHandle call is a round trip through libuv's thread pool, and the four of a header
+ * (open, fstat, read, close) cost ~300 µs there against ~60 µs made directly. Never use it on the
+ * main thread, where a slow disk would freeze the screen.
+ */
+function openBlocking(filePath: string): ByteSource {
+	let fd: number;
+	try {
+		fd = openSync(filePath, constants.O_RDONLY | constants.O_NONBLOCK);
+	} catch (error) {
+		throw new LoraFileError(filePath, errnoReason(error));
+	}
+
+	return {
+		stat: async () => fstatSync(fd),
+		read: async (buffer, offset, length, position) => ({bytesRead: readSync(fd, buffer, offset, length, position)}),
+		async close() {
+			closeSync(fd);
+		},
+	};
+}
+
+export async function readHeaderFromHandle(handle: ByteSource, filePath: string): Promise<SafetensorsHeader> {
 	// fstat before any read: reading a FIFO, socket or terminal device named *.safetensors would
 	// take bytes meant for someone else (a link to /dev/tty would eat the user's keys).
 	let stats;
@@ -251,9 +281,29 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 		throw new LoraFileError(filePath, 'not a regular file (device, FIFO or socket)');
 	}
 
+	const size = Math.max(Math.min(stats.size, 32), Math.min(stats.size, firstReadBytes));
+	const owned = spareFirstRead && spareFirstRead.length >= size ? spareFirstRead : Buffer.allocUnsafe(size);
+	spareFirstRead = undefined;
+	try {
+		return await readHeaderWith(handle, filePath, stats, owned.subarray(0, size));
+	} finally {
+		if (owned.length <= maxFirstReadBytes) {
+			spareFirstRead = owned;
+		}
+	}
+}
+
+const maxFirstReadBytes = 1024 * 1024;
+
+/**
+ * The buffer of the last first read, lent to one header read at a time. Parsing copies out all it
+ * keeps, and a fresh ~130 KB buffer per file cost page faults and GC work on every header.
+ */
+let spareFirstRead: Buffer | undefined;
+
+async function readHeaderWith(handle: ByteSource, filePath: string, stats: {size: number; mtimeMs: number}, first: Buffer): Promise<SafetensorsHeader> {
 	const fileSize = stats.size;
 	const headLength = Math.min(fileSize, 32);
-	const first = Buffer.allocUnsafe(Math.max(headLength, Math.min(fileSize, firstReadBytes)));
 	// Usually one read brings the head and the whole header.
 	const got = Math.min(await readAtLeast(handle, first, headLength, 0, filePath), fileSize);
 
@@ -282,7 +332,11 @@ export async function readHeaderFromHandle(handle: FileHandle, filePath: string)
 		throw new LoraFileError(filePath, `header length ${headerLength} is larger than the file (${fileSize} bytes)`);
 	}
 
-	firstReadBytes = Math.min(1024 * 1024, Math.max(64 * 1024, Math.ceil((8 + headerLength) / 4096) * 4096));
+	// Grow at once to a larger header, shrink slowly: a folder mixing kinds of files then settles
+	// on the size of its largest headers instead of reading twice for every other file.
+	const needed = Math.ceil((8 + headerLength) / 4096) * 4096;
+	const settled = needed >= firstReadBytes ? needed : firstReadBytes - (Math.floor((firstReadBytes - needed) / 8 / 4096) * 4096);
+	firstReadBytes = Math.min(maxFirstReadBytes, Math.max(64 * 1024, settled));
 	let headerBytes: Buffer;
 	if (8 + headerLength <= got) {
 		headerBytes = first.subarray(8, 8 + headerLength);

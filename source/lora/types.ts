@@ -19,7 +19,7 @@ export type DType =
 export type TensorInfo = {
 	name: string;
 	dtype: DType;
-	shape: number[];
+	shape: readonly number[];
 	begin: number;
 	end: number;
 };
@@ -33,8 +33,8 @@ export type SafetensorsHeader = {
 	/** Absolute file offset of the data area: 8 + N. */
 	dataOffset: number;
 	/** Tensors in file order (sorted by begin offset). */
-	tensors: TensorInfo[];
-	byName: Map<string, TensorInfo>;
+	tensors: readonly TensorInfo[];
+	byName: ReadonlyMap<string, TensorInfo>;
 	/** Raw, untrusted `__metadata__` map. Never print without sanitising. */
 	metadata: Record<string, string>;
 };

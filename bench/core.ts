@@ -349,18 +349,37 @@ async function benchDashboard(folder: string, count: number, threads?: number): 
 	}
 }
 
+/** `--part=scan,dashboard` runs only those parts of this suite (scan, dashboard, inspect, peers). */
+function partsWanted(): Set<string> | undefined {
+	const flag = process.argv.find(a => a.startsWith('--part='));
+	return flag ? new Set(flag.slice('--part='.length).split(',')) : undefined;
+}
+
 export async function run({quick}: {quick: boolean}): Promise<void> {
 	// Other work on the machine slows every figure here; the load average says how much there was.
 	console.log(`(machine: ${os.cpus().length} cores, load average ${os.loadavg().map(v => v.toFixed(1)).join(' ')})`);
+	const parts = partsWanted();
+	const wanted = (part: string): boolean => !parts || parts.has(part);
 	const scanCount = quick ? 200 : 1000;
-	await benchScan(scanCount, 'full');
-	await benchScan(scanCount, 'small');
-	await benchDashboard(await scanSet(scanCount, 'full'), scanCount);
-	if (defaultHeaderThreads() !== 2) {
-		await benchDashboard(await scanSet(scanCount, 'full'), scanCount, 2);
+	if (wanted('scan')) {
+		await benchScan(scanCount, 'full');
+		await benchScan(scanCount, 'small');
 	}
-	await benchInspect(quick);
-	await benchPeerInputs(quick);
+
+	if (wanted('dashboard')) {
+		await benchDashboard(await scanSet(scanCount, 'full'), scanCount);
+		if (defaultHeaderThreads() !== 2) {
+			await benchDashboard(await scanSet(scanCount, 'full'), scanCount, 2);
+		}
+	}
+
+	if (wanted('inspect')) {
+		await benchInspect(quick);
+	}
+
+	if (wanted('peers')) {
+		await benchPeerInputs(quick);
+	}
 }
 
 // Child mode: `node --import tsx bench/core.ts --child-inspect <file> <repeats>`.

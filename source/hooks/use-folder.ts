@@ -33,8 +33,8 @@ const concurrency = 8;
  * full: they are on screen, likely to be opened, and the workers need ~60–100 ms to start.
  */
 const mainThreadEntries = 48;
-/** Light reads in flight: enough to keep every worker busy (header-pool.ts holds 4 per worker). */
-const lightConcurrency = 16;
+/** Light reads in flight: enough to keep every worker's queue full (header-pool.ts holds 64 each). */
+const lightConcurrency = 256;
 /** A little over one Ink frame (maxFps 30). */
 const listingFrameMs = 40;
 /** Batches of the first `eagerEntries` headers: the rows on screen first, so quickly. */

@@ -1,5 +1,6 @@
 // Header reading on worker threads, for folders of hundreds of files. Each file's header parse and
-// model detection (~1–3 ms for a full SD1.5 or Flux LoRA) runs off the main thread, so the
+// model detection (~1–3 ms for a full SD1.5 or Flux LoRA; ~0.15 ms when its tensor table is shared
+// with a file read before, see structure-cache.ts) runs off the main thread, so the
 // dashboard stays responsive and several cores share the work. Workers answer with light entries
 // (entry.ts: summary and metadata, no tensor table): structured-cloning a parsed 1,750-tensor
 // header back costs about as much as parsing it again, and the list needs only the summary. The
@@ -22,8 +23,9 @@ const perWorkerInFlight = 64;
 /**
  * Worker threads for a machine: one core is left to the main thread (the UI), and past four the
  * disk and the main thread's batching, not parsing, bound a scan. On two cores a second worker
- * read 1,000 full headers ~20% sooner (2.5–4.1 s instead of 3.2–5.1 s over five runs) but drew
- * three key presses in 104–366 ms instead of 53–264 ms: keys matter more.
+ * read the bench's 1,000 full headers no sooner in the dashboard (1.33–1.57 s from process start
+ * against 1.44–1.53 s over three runs) and drew three key presses in 106–259 ms instead of
+ * 104–158 ms: keys matter more.
  */
 export function defaultHeaderThreads(): number {
 	const fromEnv = Number(process.env['LORASCOPE_SCAN_THREADS']);

@@ -20,8 +20,12 @@ export type SharedTable = {
 
 type Slot = SharedTable & {tail: Buffer};
 
-/** Tables kept; a dashboard folder rarely holds more runs of distinct shape than this. */
-const maxSlots = 32;
+/**
+ * Tables kept, most recently used first. A folder lists its runs interleaved (newest first), so
+ * a run whose table fell out would miss on every file: keep more runs than a folder usually has.
+ * A table costs its tail bytes plus ~250 bytes per tensor on the heap (~0.4 MB for SD1.5 or SDXL).
+ */
+const maxSlots = 64;
 /** Bytes of header tails kept in all; a huge header is not worth holding twice. */
 const maxTotalBytes = 32 * 1024 * 1024;
 const maxTailBytes = 8 * 1024 * 1024;

@@ -212,3 +212,23 @@ test('blocking reads (header workers) give the same headers and the same one-lin
 		assert.ok(!a.error!.includes('\n'));
 	}
 });
+
+test('tables past the 64 kept are dropped oldest first, and files read after still parse right', async () => {
+	const files: string[] = [];
+	for (let i = 0; i < 70; i++) {
+		const tensor: RawTensor = {name: `lora_unet_t${i}.alpha`, dtype: 'F32', shape: [1 + (i % 3)], data: new Uint8Array(4 * (1 + (i % 3)))};
+		files.push(await fileWith(safetensorsFile([tensor], {ss_epoch: String(i)})));
+	}
+
+	const first = [];
+	for (const file of files) {
+		first.push(await readHeader(file));
+	}
+
+	const again = await readHeader(files[0]!);
+	const recent = await readHeader(files[69]!);
+	assert.notEqual(again.tensors, first[0]!.tensors, 'the oldest table was dropped');
+	assert.equal(recent.tensors, first[69]!.tensors, 'the newest is still shared');
+	assert.deepEqual([...again.tensors], [{name: 'lora_unet_t0.alpha', dtype: 'F32', shape: [1], begin: 0, end: 4}]);
+	assert.equal(again.metadata['ss_epoch'], '0');
+});

@@ -113,6 +113,14 @@ test('F16 encoding rounds to nearest, ties to even, across subnormals, normals a
 		check(low, bits, `exact 0x${bits.toString(16)}`);
 	}
 
+	// Below the smallest subnormal: a tie at 2^-25 goes to (even) zero, anything above it to 1.
+	check(2 ** -25, 0, '2^-25');
+	check(Math.fround(2 ** -25 * 1.0001), 1, 'just above 2^-25');
+	check(-(2 ** -25), 0x80_00, '-2^-25');
+	check(2 ** -26, 0, '2^-26');
+	check(-1e-30, 0x80_00, '-1e-30');
+	check(-0, 0x80_00, '-0');
+
 	const encoded = new Uint16Array(encodeFromFloat32(Float32Array.from(inputs), 'F16').buffer);
 	for (const [i, bits] of expected.entries()) {
 		if (encoded[i] !== bits) {

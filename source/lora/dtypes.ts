@@ -269,15 +269,19 @@ function encodeHalves(values: Float32Array): Uint16Array {
 	for (let i = 0; i < bits.length; i++) {
 		const x = bits[i]!;
 		const exponent = (x >>> 23) & 0xff;
-		// float16 exponents 1…30 are float32 exponents 113…142.
-		if (exponent > 112 && exponent < 143) {
-			let half = ((exponent - 112) << 10) | ((x >>> 13) & 0x3_ff);
-			const remainder = x & 0x1f_ff;
-			if (remainder > 0x10_00 || (remainder === 0x10_00 && (half & 1) === 1)) {
-				half++; // A carry out of the mantissa bumps the exponent (up to Inf), as it should.
-			}
-
-			out[i] = ((x >>> 16) & 0x80_00) | half;
+		if (exponent < 113) {
+			// Below the normal float16 range (LoRA weights of ~1e-5 are common): |v|·2^24 is exact
+			// in a double, and adding and removing 2^52 rounds it to an integer, ties to even, as
+			// the FPU does. Tiny values round to a signed zero.
+			const value = values[i]!;
+			const magnitude = value < 0 ? -value : value;
+			out[i] = ((x >>> 16) & 0x80_00) | ((magnitude * 16_777_216) + 4_503_599_627_370_496 - 4_503_599_627_370_496);
+		} else if (exponent < 143) {
+			// float16 exponents 1…30 are float32 exponents 113…142. Rebias, then round to nearest
+			// even by adding 0xfff plus the lowest kept bit before dropping 13 bits; a carry out of
+			// the mantissa bumps the exponent (up to Inf), as it should.
+			const rebiased = (x & 0x7f_ff_ff_ff) - (112 << 23);
+			out[i] = ((x >>> 16) & 0x80_00) | ((rebiased + 0xf_ff + ((x >>> 13) & 1)) >>> 13);
 		} else {
 			out[i] = floatToHalfBits(values[i]!);
 		}

@@ -23,9 +23,9 @@ const perWorkerInFlight = 64;
 /**
  * Worker threads for a machine: one core is left to the main thread (the UI), and past four the
  * disk and the main thread's batching, not parsing, bound a scan. On two cores a second worker
- * read the bench's 1,000 full headers no sooner in the dashboard (1.33–1.57 s from process start
- * against 1.44–1.53 s over three runs) and drew three key presses in 106–259 ms instead of
- * 104–158 ms: keys matter more.
+ * read the bench's 1,000 full headers no sooner in the dashboard (1.81–1.94 s from process start
+ * against 1.37–1.86 s over three runs) and drew three key presses in 156–208 ms instead of
+ * 109–159 ms: keys matter more.
  */
 export function defaultHeaderThreads(): number {
 	const fromEnv = Number(process.env['LORASCOPE_SCAN_THREADS']);

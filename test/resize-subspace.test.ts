@@ -4,7 +4,7 @@
 // so scale 1) with orthonormal U, V generated here: their singular triplets are known exactly. Each
 // base weight is W = U·diag(t)·Vᵀ + (I − UUᵀ)·R, so uⱼᵀ·W·vⱼ = tⱼ while W stays full rank.
 import assert from 'node:assert/strict';
-import {mkdtemp, rm} from 'node:fs/promises';
+import {mkdtemp, readdir, readFile, rm, utimes, writeFile} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
@@ -341,6 +341,61 @@ test('base-norms subspace is cancellable and recomputes cleanly afterwards', asy
 	const again = await handler(params, ctx) as BaseNormsResult;
 	assert.equal(again.computed?.subspace, 0);
 	assert.deepEqual(again.norms[refs[1]!.name]!.subspace, result.norms[refs[1]!.name]!.subspace);
+});
+
+function freshContext(): JobContext {
+	return {
+		jobId: 'disk',
+		signal: new AbortController().signal,
+		progress() {
+			// Not shown.
+		},
+		log() {
+			// Not shown.
+		},
+		async yield() {
+			// Never cancelled.
+		},
+		device: 'cpu',
+		cache: new Map(),
+	};
+}
+
+test('base-norms subspace values are cached on disk per LoRA/base pair, and recomputed when either file changes or the cache is damaged', async () => {
+	const {lora, base, dir, refs} = await fixture();
+	const cacheDir = path.join(dir, 'cache-disk');
+	const params: BaseNormsParams = {basePath: base, loraPath: lora, cacheDir, need: 'frobenius', subspace: true};
+	const handler = getJobHandler('base-norms')!;
+	const first = await handler(params, freshContext()) as BaseNormsResult;
+	assert.equal(first.computed?.subspace, 5);
+	const files = await readdir(path.join(cacheDir, 'base-subspace'));
+	assert.equal(files.length, 1);
+
+	// A new engine (empty memory): from disk, the same values.
+	const again = await handler(params, freshContext()) as BaseNormsResult;
+	assert.equal(again.computed?.subspace, 0);
+	assert.equal(again.cached, true);
+	for (const ref of refs) {
+		assert.deepEqual(again.norms[ref.name]?.subspace, first.norms[ref.name]?.subspace, ref.name);
+	}
+
+	assert.ok(Math.abs(again.norms[refs[1]!.name]!.subspace![0]! - 20) < 1e-3);
+
+	// The LoRA's mtime changes: its values may have too.
+	const later = new Date(Date.now() + 5000);
+	await utimes(lora, later, later);
+	const touched = await handler(params, freshContext()) as BaseNormsResult;
+	assert.equal(touched.computed?.subspace, 5);
+
+	// A damaged file is recomputed (and rewritten), never trusted.
+	const file = path.join(cacheDir, 'base-subspace', files[0]!);
+	const stored = JSON.parse(await readFile(file, 'utf8')) as {values: Record<string, unknown>};
+	stored.values[refs[1]!.name] = [-1, 'x'];
+	await writeFile(file, JSON.stringify(stored));
+	const repaired = await handler(params, freshContext()) as BaseNormsResult;
+	assert.equal(repaired.computed?.subspace, 5);
+	assert.deepEqual(repaired.norms[refs[1]!.name]?.subspace, first.norms[refs[1]!.name]?.subspace);
+	assert.equal((await handler(params, freshContext()) as BaseNormsResult).computed?.subspace, 0);
 });
 
 async function cli(args: string[], env: Record<string, string>): Promise<CliResult> {

@@ -11,8 +11,8 @@
 // singular triplet of each mapped module's scale·up·down (U = up·leftMap, Vt = rightMap·down from
 // the LoRA's cached decomposition, computed first if needed): W·downᵀ on the engine kernels
 // (float64 accumulation), then Z = upᵀ·(W·downᵀ) (rank×rank) and dᵢ = leftMap[:,i]ᵀ·Z·rightMap[i,:]ᵀ
-// in float64, never forming U or V. These depend on the LoRA, so they stay out of the disk cache
-// (kept in the engine's in-memory cache, keyed by both files' path + size + mtime).
+// in float64, never forming U or V. These depend on the LoRA too, so they are cached per LoRA/base
+// pair, in memory and on disk (subspace-cache.ts), keyed by both files' path + size + mtime.
 //
 // σ_max: Golub–Kahan–Lanczos bidiagonalisation with full reorthogonalisation, its matrix-vector
 // products on the engine kernels (onnxruntime), stopped when the largest Ritz value settles to
@@ -28,6 +28,7 @@ import {decodeInto, decodeToFloat32, dtypeSize, isFloatDType} from '../../lora/d
 import {buildLoraModel} from '../../lora/model.js';
 import type {BaseNorm} from '../../lora/resize-plan.js';
 import {errnoReason, LoraFileError, openForRead, readHeader, TensorReader} from '../../lora/safetensors.js';
+import {readSubspaceCache, saveSubspaceCache} from './subspace-cache.js';
 import type {DType, SafetensorsHeader} from '../../lora/types.js';
 import {writeFileAtomic} from '../../lora/writer.js';
 import type {JobContext} from '../job-context.js';
@@ -595,7 +596,7 @@ async function baseNormsJob(params: BaseNormsParams, ctx: JobContext): Promise<B
 
 	let subspaceCached = true;
 	if (params.subspace) {
-		const {values, computed: count} = await subspaceValues(lora, base, mapping.targets, norms, ctx);
+		const {values, computed: count} = await subspaceValues(lora, base, mapping.targets, norms, cacheDir, ctx);
 		computed.subspace = count;
 		subspaceCached = count === 0;
 		for (const [name, list] of values) {
@@ -726,12 +727,19 @@ async function subspaceValues(
 	base: SafetensorsHeader,
 	targets: ReadonlyMap<string, BaseSlice>,
 	norms: Readonly<Record<string, BaseNorm>>,
+	cacheDir: string,
 	ctx: JobContext,
 ): Promise<{values: Map<string, number[]>; computed: number}> {
 	const key = subspaceCacheKey(lora, base);
 	const hit = ctx.cache.get(key) as Map<string, number[]> | undefined;
 	if (hit) {
 		return {values: hit, computed: 0};
+	}
+
+	const stored = await readSubspaceCache(cacheDir, lora, base, [...targets.keys()].filter(name => Object.hasOwn(norms, name)));
+	if (stored) {
+		rememberSubspace(ctx, key, stored);
+		return {values: stored, computed: 0};
 	}
 
 	const decomposition = await decompositionOf(lora, ctx);
@@ -803,14 +811,19 @@ async function subspaceValues(
 		}
 	}
 
-	// At most a few LoRA/base pairs (each a number per singular value of every module).
+	rememberSubspace(ctx, key, values);
+	await saveSubspaceCache(cacheDir, lora, base, values);
+	return {values, computed: todo.length};
+}
+
+function rememberSubspace(ctx: JobContext, key: string, values: Map<string, number[]>): void {
+	// At most a few LoRA/base pairs in memory (each a number per singular value of every module).
 	const older = [...ctx.cache.keys()].filter(k => k.startsWith(subspaceCachePrefix));
 	for (const stale of older.slice(0, Math.max(0, older.length - 3))) {
 		ctx.cache.delete(stale);
 	}
 
 	ctx.cache.set(key, values);
-	return {values, computed: todo.length};
 }
 
 async function saveCache(file: string, checkpoint: string, sizeBytes: number, mtimeMs: number, norms: ReadonlyMap<string, CachedNorm>): Promise<void> {

@@ -232,3 +232,15 @@ test('tables past the 64 kept are dropped oldest first, and files read after sti
 	assert.deepEqual([...again.tensors], [{name: 'lora_unet_t0.alpha', dtype: 'F32', shape: [1], begin: 0, end: 4}]);
 	assert.equal(again.metadata['ss_epoch'], '0');
 });
+
+test('a table of more than 20,000 entries is parsed alone, never kept', async () => {
+	const parts = Array.from({length: 21_000}, (_, i) => `"${i.toString(36)}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`);
+	const json = `{"__metadata__":{"a":"1"},${parts.join(',')}}`;
+	assert.ok(json.length < 2 * 1024 * 1024, 'under the tail-size limit, so the entry count decides');
+	const file = await fileWith(rawFile(json));
+	const a = await readHeader(file);
+	const b = await readHeader(file);
+	assert.equal(a.tensors.length, 21_000);
+	assert.ok(!isSharedTable(a.tensors));
+	assert.notEqual(a.tensors, b.tensors);
+});

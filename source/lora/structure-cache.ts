@@ -26,12 +26,17 @@ type Slot = SharedTable & {tail: Buffer};
  * A table costs its tail bytes plus ~250 bytes per tensor on the heap (~0.4 MB for SD1.5 or SDXL).
  */
 const maxSlots = 64;
-/** Bytes of header tails kept in all; a huge header is not worth holding twice. */
-const maxTotalBytes = 32 * 1024 * 1024;
-const maxTailBytes = 8 * 1024 * 1024;
+/**
+ * Entries kept in all (~250 bytes of heap each, ~40 MB): 64 SDXL tables of ~2,200. A table of
+ * more than an eighth of that (20,000 entries; LoRAs have a few thousand) is never kept, so a
+ * hostile header's thousands of tiny entries cannot crowd the cache.
+ */
+const maxTotalEntries = 160_000;
+/** Real LoRA headers stay under 1 MB; a larger one is parsed alone. */
+const maxTailBytes = 2 * 1024 * 1024;
 
 const slots: Slot[] = [];
-let totalBytes = 0;
+let totalEntries = 0;
 const sharedTables = new WeakSet<readonly TensorInfo[]>();
 
 /**
@@ -64,7 +69,7 @@ export function findSharedTable(tail: Uint8Array): SharedTable | undefined {
  * may be reused). Freezes the table, since from now on headers share it.
  */
 export function shareTable(tail: Uint8Array, tensors: TensorInfo[], byName: Map<string, TensorInfo>): void {
-	if (tail.length > maxTailBytes) {
+	if (tail.length > maxTailBytes || tensors.length > maxTotalEntries / 8) {
 		return;
 	}
 
@@ -78,9 +83,9 @@ export function shareTable(tail: Uint8Array, tensors: TensorInfo[], byName: Map<
 	Object.freeze(tensors);
 	sharedTables.add(tensors);
 	slots.unshift({tail: Buffer.from(tail), tensors, byName, maxEnd});
-	totalBytes += tail.length;
-	while (slots.length > maxSlots || totalBytes > maxTotalBytes) {
-		totalBytes -= slots.pop()!.tail.length;
+	totalEntries += tensors.length;
+	while (slots.length > maxSlots || totalEntries > maxTotalEntries) {
+		totalEntries -= slots.pop()!.tensors.length;
 	}
 }
 
@@ -92,5 +97,5 @@ export function isSharedTable(tensors: readonly TensorInfo[]): boolean {
 /** Forget every table (tests). */
 export function clearSharedTables(): void {
 	slots.length = 0;
-	totalBytes = 0;
+	totalEntries = 0;
 }

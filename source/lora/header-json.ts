@@ -678,7 +678,7 @@ export function parseHeaderJson(json: Uint8Array, dataSize: number): ParsedHeade
 
 	const parsed = parseWholeHeader(json, dataSize);
 	if (tail) {
-		shareTable(tail, parsed.tensors as TensorInfo[], parsed.byName as Map<string, TensorInfo>);
+		shareTable(tail, parsed.tensors, parsed.byName);
 	}
 
 	return parsed;
@@ -725,7 +725,7 @@ function leadingMetadata(json: Uint8Array): {metadata: Record<string, string>; t
 	}
 }
 
-function parseWholeHeader(json: Uint8Array, dataSize: number): ParsedHeaderJson {
+function parseWholeHeader(json: Uint8Array, dataSize: number): ParsedHeaderJson & {tensors: TensorInfo[]; byName: Map<string, TensorInfo>} {
 	const parser = new Parser(json);
 	parser.ws();
 	if (parser.peek() !== openBrace) {

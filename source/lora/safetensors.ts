@@ -175,9 +175,9 @@ async function readExactly(handle: FileHandle, length: number, position: number,
 
 /**
  * Size of the first read of a header: about the length plus header of the last files read (a
- * folder holds files of a few kinds), at least 64 KiB, at most 1 MiB. One read after the fstat then fetches
- * both, instead of a read for the length and another for the header (each round trip costs most
- * on network filesystems).
+ * folder holds files of a few kinds), at least 64 KiB, at most 1 MiB. One read after the fstat
+ * then fetches both, instead of a read for the length and another for the header (each round
+ * trip costs most on network filesystems).
  */
 let firstReadBytes = 64 * 1024;
 
@@ -281,7 +281,7 @@ export async function readHeaderFromHandle(handle: ByteSource, filePath: string)
 		throw new LoraFileError(filePath, 'not a regular file (device, FIFO or socket)');
 	}
 
-	const size = Math.max(Math.min(stats.size, 32), Math.min(stats.size, firstReadBytes));
+	const size = Math.min(stats.size, firstReadBytes);
 	const owned = spareFirstRead && spareFirstRead.length >= size ? spareFirstRead : Buffer.allocUnsafe(size);
 	spareFirstRead = undefined;
 	try {

@@ -92,6 +92,52 @@ test('a valid file: header fields, tensor order, metadata and values', async () 
 	}
 });
 
+test('readMany: the bytes of every tensor asked for, nearby tensors in one read, far ones apart', async () => {
+	const lora = goodLora(11, {dtype: 'F16'});
+	const file = await fileWith(safetensorsFile(lora.tensors, lora.metadata));
+	const header = await readHeader(file);
+	const reader = await TensorReader.open(header);
+	const ranges: Array<[number, number]> = [];
+	const plain = reader.readDataRange.bind(reader);
+	reader.readDataRange = async (begin, length, into) => {
+		ranges.push([begin, length]);
+		return plain(begin, length, into);
+	};
+
+	try {
+		const alphas = lora.tensors.filter(t => t.name.endsWith('.alpha')).map(t => t.name);
+		const everything = lora.tensors.map(t => t.name).reverse();
+		for (const [names, gap] of [[alphas, 128 * 1024], [alphas, 0], [everything, 1024], [[], 0]] as const) {
+			ranges.length = 0;
+			const got = await reader.readMany(names, gap);
+			assert.equal(got.size, names.length);
+			for (const name of names) {
+				const source = lora.tensors.find(t => t.name === name)!;
+				assert.deepEqual(got.get(name), Buffer.from(source.data), name);
+			}
+
+			// Each read covers whole tensors, and no two reads overlap or leave a gap over `gap`.
+			let previousEnd = -1;
+			for (const [begin, length] of ranges) {
+				assert.ok(begin >= previousEnd, 'reads in offset order, never overlapping');
+				previousEnd = begin + length;
+			}
+
+			if (gap === 0 && names === alphas) {
+				assert.equal(ranges.length, alphas.length, 'alphas with weights between them: one read each');
+			}
+		}
+
+		// The 4 alphas of the small fixture sit within 128 KiB of each other: one read.
+		ranges.length = 0;
+		await reader.readMany(alphas);
+		assert.equal(ranges.length, 1);
+		await assert.rejects(reader.readMany(['no such tensor']), /no tensor named/);
+	} finally {
+		await reader.close();
+	}
+});
+
 test('F16 tensors decode to the values written', async () => {
 	const values = [0, 1, -2.5, 0.000_123, 65_504, -0.333];
 	const file = await fileWith(safetensorsFile([{name: 'w', dtype: 'F16', shape: [2, 3], data: f16Bytes(values)}]));

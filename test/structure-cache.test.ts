@@ -9,11 +9,11 @@ import path from 'node:path';
 import process from 'node:process';
 import {after, before, beforeEach, test} from 'node:test';
 import {loadEntry} from '../source/lora/entry.js';
-import {buildLoraModel} from '../source/lora/model.js';
-import {readHeader} from '../source/lora/safetensors.js';
+import {alphaTensorKeys, buildLoraModel, loadLoraModel} from '../source/lora/model.js';
+import {readHeader, TensorReader} from '../source/lora/safetensors.js';
 import {sampleKinds, writeSample} from '../source/lora/samples.js';
 import {clearSharedTables, isSharedTable} from '../source/lora/structure-cache.js';
-import type {TensorInfo} from '../source/lora/types.js';
+import type {SafetensorsHeader, TensorInfo} from '../source/lora/types.js';
 import {goodLora, headerFor, kohyaMetadata, rawFile, safetensorsFile, type RawTensor} from './fixtures/safetensors-builder.js';
 
 let dir: string;
@@ -82,8 +82,40 @@ test('a file whose model-relevant metadata differs gets its own model on a share
 	assert.equal(model.metadataArch, 'sdxl');
 	assert.ok(model.warnings.some(w => w.includes('SDXL') && w.includes('SD1.x')), model.warnings.join('; '));
 	assert.equal(modelA.warnings.length, 0);
-	// Read with exact alpha values (none here), a model is built for the file alone.
-	assert.notEqual(buildLoraModel(header, new Map()), model);
+});
+
+test('models with alpha values read from the tensors are shared only between equal values', async () => {
+	const tensors = goodLora(1).tensors;
+	const headers = await Promise.all([1, 2].map(async epoch => readHeader(await fileWith(safetensorsFile(tensors, kohyaMetadata({ss_epoch: String(epoch)}))))));
+	const [a, b] = headers as [SafetensorsHeader, SafetensorsHeader];
+	assert.equal(a.tensors, b.tensors);
+	const keys = alphaTensorKeys(a);
+	assert.equal(keys.length, 4);
+	assert.equal(alphaTensorKeys(b), keys, 'alpha keys are kept with the shared table');
+	const exact = (header: SafetensorsHeader, alpha: number) => buildLoraModel(header, new Map(keys.map(key => [key, alpha])));
+	const modelA = exact(a, 2);
+	assert.equal(exact(b, 2), modelA);
+	assert.notEqual(modelA, buildLoraModel(a), 'header-only and exact models differ');
+	const other = exact(b, 8);
+	assert.notEqual(other, modelA);
+	for (const module of modelA.modules) {
+		assert.equal(module.alpha, 2);
+		assert.equal(module.scale, 2 / rank);
+		assert.equal(module.alphaSource, 'tensor');
+	}
+
+	for (const module of other.modules) {
+		assert.equal(module.alpha, 8);
+		assert.equal(module.scale, 8 / rank);
+	}
+
+	// Read through a TensorReader (nearby alphas in one read): the file's own alpha, 2.
+	const reader = await TensorReader.open(b);
+	try {
+		assert.equal(await loadLoraModel(b, reader), modelA);
+	} finally {
+		await reader.close();
+	}
 });
 
 test('a shared table still checks this file\'s data area', async () => {

@@ -35,7 +35,7 @@ export async function loadCompareInput(filePath: string, withStats: boolean): Pr
 	const reader = await TensorReader.open(header);
 	let model;
 	try {
-		model = await loadLoraModel(header, async name => reader.read(name));
+		model = await loadLoraModel(header, reader);
 	} finally {
 		await reader.close();
 	}

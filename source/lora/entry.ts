@@ -121,7 +121,7 @@ export async function loadEntry(filePath: string, options: EntryOptions = {}): P
 		if (options.alphas) {
 			const reader = await TensorReader.open(header);
 			try {
-				entry.model = await loadLoraModel(header, async name => reader.read(name));
+				entry.model = await loadLoraModel(header, reader);
 				entry.alphasLoaded = true;
 			} finally {
 				await reader.close();

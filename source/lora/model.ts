@@ -34,6 +34,7 @@ import type {
 	SafetensorsHeader,
 	TensorInfo,
 } from './types.js';
+import {decodeToFloat32} from './dtypes.js';
 import {mostCommon} from './most-common.js';
 import {isSharedTable} from './structure-cache.js';
 
@@ -861,9 +862,9 @@ function dominantDtype(header: SafetensorsHeader): string {
 export function buildLoraModel(header: SafetensorsHeader, alphaValues?: AlphaValues): LoraModel {
 	const metadata = modelInputsOf(header.metadata ?? {});
 	// Epochs of one run share their tensor table (structure-cache.ts) and, nearly always, the few
-	// metadata values read here: one model then serves them all.
-	const shared = alphaValues === undefined && isSharedTable(header.tensors);
-	const key = shared ? JSON.stringify(modelMetadataKeys.map(k => metadata[k] ?? null)) : '';
+	// metadata values read here and their alpha values: one model then serves them all.
+	const shared = isSharedTable(header.tensors);
+	const key = shared ? JSON.stringify([modelMetadataKeys.map(k => metadata[k] ?? null), alphaValues ? [...alphaValues] : null]) : '';
 	let models = shared ? sharedModels.get(header.tensors) : undefined;
 	const known = models?.get(key);
 	if (known) {
@@ -877,7 +878,7 @@ export function buildLoraModel(header: SafetensorsHeader, alphaValues?: AlphaVal
 			sharedModels.set(header.tensors, models);
 		}
 
-		if (models.size < 8) {
+		if (models.size < 16) {
 			models.set(key, freezeModel(model));
 		}
 	}
@@ -1025,7 +1026,12 @@ function buildModel(header: SafetensorsHeader, metadata: Readonly<Record<string,
 }
 
 /** Keys of the scalar `alpha` tensors whose values buildLoraModel needs for exact scales. */
-export function alphaTensorKeys(header: SafetensorsHeader): string[] {
+export function alphaTensorKeys(header: SafetensorsHeader): readonly string[] {
+	const known = sharedAlphaKeys.get(header.tensors);
+	if (known) {
+		return known;
+	}
+
 	const keys: string[] = [];
 	for (const tensor of header.tensors) {
 		const parsed = parseTensorKey(tensor.name);
@@ -1034,20 +1040,40 @@ export function alphaTensorKeys(header: SafetensorsHeader): string[] {
 		}
 	}
 
+	if (isSharedTable(header.tensors)) {
+		sharedAlphaKeys.set(header.tensors, Object.freeze(keys));
+	}
+
 	return keys;
 }
 
+const sharedAlphaKeys = new WeakMap<readonly TensorInfo[], readonly string[]>();
+
+/** What loadLoraModel reads alpha tensors with: one at a time, or several raw at once (TensorReader). */
+export type AlphaReader =
+	| ((name: string) => Promise<Float32Array>)
+	| {readMany: (names: readonly string[]) => Promise<ReadonlyMap<string, Uint8Array>>};
+
 /**
- * buildLoraModel with the alpha values read through `read` (e.g. TensorReader#read): a few
- * hundred scalar reads at most. Read errors propagate (the file is damaged).
+ * buildLoraModel with the alpha values read through `read` (a TensorReader reads nearby alphas
+ * together): a few hundred scalar values at most. Read errors propagate (the file is damaged).
  */
-export async function loadLoraModel(header: SafetensorsHeader, read: (name: string) => Promise<Float32Array>): Promise<LoraModel> {
+export async function loadLoraModel(header: SafetensorsHeader, read: AlphaReader): Promise<LoraModel> {
+	const keys = alphaTensorKeys(header);
 	const values = new Map<string, number>();
-	for (const key of alphaTensorKeys(header)) {
-		const data = await read(key);
-		const value = data[0];
-		if (value !== undefined) {
-			values.set(key, value);
+	if (typeof read === 'function') {
+		for (const key of keys) {
+			const value = (await read(key))[0];
+			if (value !== undefined) {
+				values.set(key, value);
+			}
+		}
+	} else {
+		for (const [key, bytes] of await read.readMany(keys)) {
+			const value = decodeToFloat32(bytes, header.byName.get(key)!.dtype)[0];
+			if (value !== undefined) {
+				values.set(key, value);
+			}
 		}
 	}
 

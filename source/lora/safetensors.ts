@@ -405,7 +405,34 @@ export class TensorReader {
 		return decodeToFloat32(await this.readRaw(name), info.dtype);
 	}
 
-	/** A contiguous byte range of the data area, for hashing and copying. */
+	/**
+	 * Raw bytes of several tensors by name. Tensors that lie close together come from one read
+	 * (gaps up to `maxGap` bytes, spans up to 4 MiB): kohya files hold a scalar alpha beside every
+	 * module, and a read per alpha cost a few hundred round trips per file (~20 ms).
+	 */
+	async readMany(names: readonly string[], maxGap = 128 * 1024): Promise<Map<string, Buffer>> {
+		const infos = names.map(name => this.info(name)).sort((a, b) => a.begin - b.begin);
+		const out = new Map<string, Buffer>();
+		for (let first = 0; first < infos.length;) {
+			const start = infos[first]!.begin;
+			let end = infos[first]!.end;
+			let last = first;
+			while (last + 1 < infos.length && infos[last + 1]!.begin - end <= maxGap && infos[last + 1]!.end - start <= maxSpanBytes) {
+				last++;
+				end = Math.max(end, infos[last]!.end);
+			}
+
+			const span = await this.readDataRange(start, end - start);
+			for (let i = first; i <= last; i++) {
+				out.set(infos[i]!.name, span.subarray(infos[i]!.begin - start, infos[i]!.end - start));
+			}
+
+			first = last + 1;
+		}
+
+		return out;
+	}
+
 	/** A byte range of the data area; with `into` (at least `length` bytes) it is read there, not copied. */
 	async readDataRange(begin: number, length: number, into?: Buffer): Promise<Buffer> {
 		const dataSize = this.header.sizeBytes - this.header.dataOffset;
@@ -424,6 +451,9 @@ export class TensorReader {
 		await this.handle.close();
 	}
 }
+
+/** Largest span TensorReader#readMany reads at once. */
+const maxSpanBytes = 4 * 1024 * 1024;
 
 /** Convenience for one-off reads: open, read one tensor, close. */
 export async function readTensor(header: SafetensorsHeader, name: string): Promise<Float32Array> {

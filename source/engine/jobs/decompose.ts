@@ -165,7 +165,7 @@ export async function decomposeHeader(header: SafetensorsHeader, options: Decomp
 	const reader = await TensorReader.open(header);
 	try {
 		// Alpha tensors hold their values in the data area: read them for exact scales.
-		const model = await loadLoraModel(header, async name => reader.read(name));
+		const model = await loadLoraModel(header, reader);
 		const total = model.modules.length;
 		// Reads and Grams run one module ahead (onnxruntime computes off the JS thread), so they
 		// overlap with the previous module's r×r float64 work on the other core.

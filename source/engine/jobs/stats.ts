@@ -31,7 +31,7 @@ async function statsJob(params: {path: string}, ctx: JobContext): Promise<LoraSt
 	const reader = await TensorReader.open(header);
 	let model;
 	try {
-		model = await loadLoraModel(header, async name => reader.read(name));
+		model = await loadLoraModel(header, reader);
 	} finally {
 		await reader.close();
 	}

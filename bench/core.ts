@@ -326,6 +326,33 @@ async function benchPeerInputs(quick: boolean): Promise<void> {
  * screen (the issue asks for under a second), → all headers read, and three j presses while the
  * headers are still loading → the selection drawn there.
  */
+/**
+ * `lorascope inspect --json` over the whole scan folder (headers, exact alphas, parsed training
+ * metadata and JSON output; no -w), as a user runs it: the built CLI, whole process, median of 3.
+ */
+async function benchInspectFolder(folder: string, count: number): Promise<void> {
+	const cli = await ensureBuilt(repoRoot);
+	const parts: string[] = [];
+	for (const sharing of [true, false]) {
+		const env = {...process.env, ['LORASCOPE_STRUCTURE_CACHE']: sharing ? '1' : '0'};
+		const times: number[] = [];
+		for (let run = 0; run < 3; run++) {
+			const started = performance.now();
+			const result = spawnSync(process.execPath, [cli, 'inspect', '--json', folder], {env, stdio: ['ignore', 'ignore', 'inherit']});
+			if (result.status !== 0) {
+				console.log(`inspect of the scan folder: exit ${result.status}`);
+				return;
+			}
+
+			times.push((performance.now() - started) / 1000);
+		}
+
+		parts.push(`${median(times).toFixed(2)} s${sharing ? '' : ' with nothing shared'}`);
+	}
+
+	console.log(`lorascope inspect --json on the ${count} full-size scan files (exact alphas, no -w; whole process, median of 3): ${parts.join(' · ')}`);
+}
+
 async function benchDashboard(folder: string, count: number, threads?: number): Promise<void> {
 	const libraries = loadPtyLibraries();
 	if ('error' in libraries) {
@@ -377,6 +404,7 @@ export async function run({quick}: {quick: boolean}): Promise<void> {
 	if (wanted('scan')) {
 		await benchScan(scanCount, 'full');
 		await benchScan(scanCount, 'small');
+		await benchInspectFolder(await scanSet(scanCount, 'full'), scanCount);
 	}
 
 	if (wanted('dashboard')) {

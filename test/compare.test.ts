@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import {mkdtemp, rm, writeFile} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import {run as compareCommand} from '../source/commands/compare.js';
+import {loadCompareInput, run as compareCommand} from '../source/commands/compare.js';
+import {disposeEngineKernels, getEngineKernels} from '../source/engine/kernels/index.js';
 import {
 	compareFiles, compareTensorData, diffJson, diffMetadata, epochSeries, tensorDataFromHeaders, type CompareInput, type EpochEntry,
 } from '../source/lora/compare.js';
@@ -329,6 +330,30 @@ async function capture(run: () => Promise<number>): Promise<{code: number; stdou
 		process.stderr.write = originalErr;
 	}
 }
+
+test('compare\'s large-file path (onnxruntime kernels, float32 Grams): norms match the float64 reference', async () => {
+	const file = await sample('ort-e3.safetensors', {epoch: 3});
+	const kernels = await getEngineKernels('cpu');
+	try {
+		assert.equal(kernels.backend, 'onnxruntime');
+		const input = await loadCompareInput(file, kernels);
+		const reference = await referenceNorms(input);
+		const near = (actual: number | undefined, expected: number, what: string) => {
+			assert.ok(actual !== undefined && Math.abs(actual - expected) <= 1e-5 * expected, `${what}: ${actual} vs ${expected}`);
+		};
+
+		near(input.stats?.unetNorm, reference.unet, 'UNet');
+		near(input.stats?.teNorm, reference.te, 'TE');
+		assert.equal(input.stats?.blocks.length, reference.blocks.size);
+		for (const block of input.stats?.blocks ?? []) {
+			near(block.norm, reference.blocks.get(block.name)!, block.name);
+		}
+
+		assert.equal((await loadCompareInput(file, null)).stats, null, 'no kernels: no norms (--no-stats)');
+	} finally {
+		await disposeEngineKernels();
+	}
+});
 
 test('lorascope compare: text, JSON, epochs and exit codes', async () => {
 	const fileA = await sample('cli-e1.safetensors', {epoch: 1});

@@ -1,10 +1,10 @@
 // `lorascope compare <a> <b> [--json]` and `lorascope compare <files...> --epochs [--json]`.
 // Exit codes: 0 done, 1 a file could not be read, 2 usage error.
+import {stat} from 'node:fs/promises';
 import path from 'node:path';
 import process from 'node:process';
 import {parseArgs} from 'node:util';
 import asciichart from 'asciichart';
-import {jsKernels} from '../engine/kernels/js-kernels.js';
 import {
 	compareFiles, compareTensorData, epochSeries, type Comparison, type CompareInput, type EpochSeries, type NormChange,
 } from '../lora/compare.js';
@@ -12,8 +12,9 @@ import {parseTraining} from '../lora/metadata.js';
 import {loadLoraModel} from '../lora/model.js';
 import {errorReason, readHeader, TensorReader} from '../lora/safetensors.js';
 import {sanitizeLine} from '../lora/sanitize.js';
-import {computeStats} from '../lora/stats.js';
+import type {GramKernels} from '../lora/types.js';
 import {jsonForTerminal} from './meta.js';
+import {chooseStatsKernels, statsOf} from './stats-kernels.js';
 
 const usage = `Usage:
   lorascope compare <a.safetensors> <b.safetensors> [--json] [--no-stats] [--all]
@@ -29,8 +30,11 @@ class UsageError extends Error {}
 
 type Flags = {json?: boolean; epochs?: boolean; 'no-stats'?: boolean; all?: boolean; help?: boolean};
 
-/** Read a file for comparison: header, model, parsed metadata and (optionally) norms. */
-export async function loadCompareInput(filePath: string, withStats: boolean): Promise<CompareInput> {
+/**
+ * Read a file for comparison: header, model, parsed metadata and, given kernels, its norms
+ * (stats-kernels.ts: onnxruntime and helper threads for large files).
+ */
+export async function loadCompareInput(filePath: string, kernels: GramKernels | null): Promise<CompareInput> {
 	const header = await readHeader(filePath);
 	const reader = await TensorReader.open(header);
 	let model;
@@ -40,7 +44,7 @@ export async function loadCompareInput(filePath: string, withStats: boolean): Pr
 		await reader.close();
 	}
 
-	const stats = withStats ? await computeStats(header, model, {kernels: jsKernels}) : null;
+	const stats = kernels ? (await statsOf(header, model, kernels)).stats : null;
 	return {header, model, training: parseTraining(header.metadata), stats};
 }
 
@@ -310,13 +314,24 @@ export async function run(argv: string[]): Promise<number> {
 
 	const inputs: CompareInput[] = [];
 	let failed = false;
+	let total = 0;
 	for (const file of files) {
-		try {
-			inputs.push(await loadCompareInput(file, !flags['no-stats']));
-		} catch (error) {
-			process.stderr.write(`lorascope compare: ${sanitizeLine(path.basename(file), 120)}: ${sanitizeLine(reasonOf(error), 300)}\n`);
-			failed = true;
+		total += await stat(file).then(s => s.size, () => 0);
+	}
+
+	// Two SDXL files took 10 s with plain-JS Grams; onnxruntime and a helper thread take ~1 s.
+	const choice = flags['no-stats'] ? null : await chooseStatsKernels(total);
+	try {
+		for (const file of files) {
+			try {
+				inputs.push(await loadCompareInput(file, choice?.kernels ?? null));
+			} catch (error) {
+				process.stderr.write(`lorascope compare: ${sanitizeLine(path.basename(file), 120)}: ${sanitizeLine(reasonOf(error), 300)}\n`);
+				failed = true;
+			}
 		}
+	} finally {
+		await choice?.dispose();
 	}
 
 	if (failed) {

@@ -9,17 +9,16 @@ import {parseArgs} from 'node:util';
 import {loadEntry, type LoraEntry} from '../lora/entry.js';
 import {findTrainingIssues, type Finding} from '../lora/findings.js';
 import type {FileHashes} from '../lora/hashes.js';
-import {jsKernels} from '../lora/linalg.js';
 import {formatArch, formatKeyStyle} from '../lora/model.js';
 import {pyFloat} from '../lora/sample-metadata.js';
 import {displayWidth, sanitizeLine} from '../lora/sanitize.js';
 import {scanFolder} from '../lora/scan.js';
 import {errorReason} from '../lora/safetensors.js';
-import {computeStatsWithModel} from '../lora/stats.js';
 import {presentTrainingGroups} from '../lora/training-fields.js';
-import type {GramKernels, LoraModel, LoraStats, SafetensorsHeader} from '../lora/types.js';
+import type {GramKernels, LoraStats} from '../lora/types.js';
 import {writeFileAtomic} from '../lora/writer.js';
 import {jsonForTerminal} from './meta.js';
+import {chooseStatsKernels, statsOf} from './stats-kernels.js';
 
 export const usage = `Usage: lorascope inspect <file-or-dir>... [options]
 
@@ -149,41 +148,6 @@ async function expandPaths(paths: readonly string[]): Promise<Array<{path: strin
 	}
 
 	return result;
-}
-
-const largeInputBytes = 32 * 1024 * 1024;
-
-/** onnxruntime kernels when the inputs are large enough to repay loading it; plain JS otherwise. */
-async function chooseKernels(totalBytes: number): Promise<{kernels: GramKernels; dispose: () => Promise<void>}> {
-	if (totalBytes < largeInputBytes) {
-		return {kernels: jsKernels, dispose: async () => undefined};
-	}
-
-	try {
-		const engine = await import('../engine/kernels/index.js');
-		const kernels = await engine.getEngineKernels('cpu');
-		return {kernels, dispose: engine.disposeEngineKernels};
-	} catch {
-		return {kernels: jsKernels, dispose: async () => undefined};
-	}
-}
-
-/**
- * Statistics of one file: a large file with onnxruntime kernels is shared with helper threads
- * (engine/stats-threads.ts) when the machine has a core to spare, else computed here.
- */
-async function statsOf(header: SafetensorsHeader, model: LoraModel, kernels: GramKernels): Promise<{stats: LoraStats; model: LoraModel}> {
-	const tensorBytes = header.sizeBytes - header.dataOffset;
-	if ((kernels as {backend?: string}).backend === 'onnxruntime' && process.env['LORASCOPE_STATS_THREADS'] !== '0') {
-		const threads = await import('../engine/stats-threads.js');
-		// Real LoRAs have a few thousand tensors; a hostile million-entry header is not worth
-		// copying to other threads, and a file without modules (a checkpoint) has little to share.
-		if (tensorBytes >= threads.threadedStatsMinBytes && model.modules.length > 0 && header.tensors.length <= threads.threadedStatsMaxTensors && threads.defaultStatsHelpers() > 0) {
-			return threads.computeStatsThreaded(header, model, kernels, threads.sharedStatsThreads());
-		}
-	}
-
-	return computeStatsWithModel(header, model, {kernels});
 }
 
 async function inspectOne(item: {path: string; error?: string}, flags: InspectFlags, kernels: () => Promise<GramKernels>): Promise<Inspected> {
@@ -539,7 +503,7 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 				total += await stat(item.path).then(s => s.size, () => 0);
 			}
 
-			return chooseKernels(total);
+			return chooseStatsKernels(total);
 		})();
 		return (await kernelChoice).kernels;
 	};

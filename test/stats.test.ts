@@ -485,11 +485,13 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 		// ΔW = b·aᵀ − b·(a + δ)ᵀ = −b·δᵀ with ‖δ‖ ≈ 1e-2·‖a‖: small next to ‖up‖·‖down‖.
 		const b = randomValues(out, 1);
 		const a = randomValues(inDim, 1);
-		const upC = new Float32Array(out * 2);
-		const downC = new Float32Array(2 * inDim);
+		// Rank 8 with six zero columns: pairs this large go to onnxruntime (smaller ones are
+		// computed in float64 JS, see the next test), so the guard is what is tested here.
+		const upC = new Float32Array(out * rank);
+		const downC = new Float32Array(rank * inDim);
 		for (let i = 0; i < out; i++) {
-			upC[i * 2] = b[i]!;
-			upC[(i * 2) + 1] = -b[i]!;
+			upC[i * rank] = b[i]!;
+			upC[(i * rank) + 1] = -b[i]!;
 		}
 
 		for (let j = 0; j < inDim; j++) {
@@ -501,13 +503,13 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 			{name: `${plain}.alpha`, shape: [], values: Float32Array.of(4)},
 			{name: `${plain}.lora_down.weight`, shape: [rank, inDim], values: randomValues(rank * inDim), dtype: 'F16'},
 			{name: `${plain}.lora_up.weight`, shape: [out, rank], values: randomValues(out * rank), dtype: 'F16'},
-			{name: `${cancelling}.alpha`, shape: [], values: Float32Array.of(2)},
-			{name: `${cancelling}.lora_down.weight`, shape: [2, inDim], values: downC},
-			{name: `${cancelling}.lora_up.weight`, shape: [out, 2], values: upC},
+			{name: `${cancelling}.alpha`, shape: [], values: Float32Array.of(rank)},
+			{name: `${cancelling}.lora_down.weight`, shape: [rank, inDim], values: downC},
+			{name: `${cancelling}.lora_up.weight`, shape: [out, rank], values: upC},
 			// The same pair in F16, which onnxruntime widens itself (no JS decoding pass).
-			{name: `${cancellingHalf}.alpha`, shape: [], values: Float32Array.of(2)},
-			{name: `${cancellingHalf}.lora_down.weight`, shape: [2, inDim], values: downC, dtype: 'F16'},
-			{name: `${cancellingHalf}.lora_up.weight`, shape: [out, 2], values: upC, dtype: 'F16'},
+			{name: `${cancellingHalf}.alpha`, shape: [], values: Float32Array.of(rank)},
+			{name: `${cancellingHalf}.lora_down.weight`, shape: [rank, inDim], values: downC, dtype: 'F16'},
+			{name: `${cancellingHalf}.lora_up.weight`, shape: [out, rank], values: upC, dtype: 'F16'},
 		];
 		const file = path.join(dir, 'single.safetensors');
 		await writeFixture(file, tensors);
@@ -516,9 +518,9 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 			scale * frobenius(matmul(stored.get(`${name}.lora_up.weight`)!, out, r, stored.get(`${name}.lora_down.weight`)!, inDim));
 
 		// Float32 Grams alone lose the cancelling pair's digits: the guard below is what saves them.
-		const single = await ort.gramPairSingle(upC, out, 2, downC, inDim);
+		const single = await ort.gramPairSingle(upC, out, rank, downC, inDim);
 		const singleNorm = Math.sqrt(productNormSquaredFromGrams(single.gu, single.gd));
-		const exact = reference(cancelling, 2, 1);
+		const exact = reference(cancelling, rank, 1);
 		assert.ok(Math.abs(singleNorm - exact) / exact > 1e-4, `float32 Grams alone: ${singleNorm} vs ${exact}`);
 
 		const calls = {single: 0, rawHalves: 0, double: 0};
@@ -538,10 +540,69 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 		const stats = await computeStats(header, model, {kernels: counted});
 		const norms = new Map(stats.modules.map(m => [m.name, m.norm!]));
 		close(norms.get(plain)!, reference(plain, rank, 4 / rank), 2e-6, plain);
-		close(norms.get(cancelling)!, reference(cancelling, 2, 1), 1e-9, cancelling);
-		close(norms.get(cancellingHalf)!, reference(cancellingHalf, 2, 1), 1e-9, cancellingHalf);
+		close(norms.get(cancelling)!, reference(cancelling, rank, 1), 1e-9, cancelling);
+		close(norms.get(cancellingHalf)!, reference(cancellingHalf, rank, 1), 1e-9, cancellingHalf);
 		// F16 pairs reach onnxruntime undecoded; only the cancelling pairs are redone in float64.
 		assert.deepEqual(calls, {single: 3, rawHalves: 2, double: 2});
+	} finally {
+		await ort.dispose();
+	}
+});
+
+test('small pairs skip onnxruntime: float64 JS Grams, exact, even when they cancel', async () => {
+	const {createOrtKernels} = await import('../source/engine/kernels/ort-kernels.js');
+	const ort = await createOrtKernels('cpu', {threads: 1});
+	try {
+		const name = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k';
+		// (320 + 768)·2² = 4,352 multiply-adds: far below what an onnxruntime call is worth.
+		const [out, rank, inDim] = [320, 2, 768];
+		const b = randomValues(out, 1);
+		const a = randomValues(inDim, 1);
+		const up = new Float32Array(out * rank);
+		const down = new Float32Array(rank * inDim);
+		for (let i = 0; i < out; i++) {
+			up[i * rank] = b[i]!;
+			up[(i * rank) + 1] = -b[i]!;
+		}
+
+		for (let j = 0; j < inDim; j++) {
+			down[j] = a[j]!;
+			down[inDim + j] = a[j]! + (random() * 1e-2);
+		}
+
+		const tensors: FixtureTensor[] = [
+			{name: `${name}.alpha`, shape: [], values: Float32Array.of(rank)},
+			{name: `${name}.lora_down.weight`, shape: [rank, inDim], values: down, dtype: 'F16'},
+			{name: `${name}.lora_up.weight`, shape: [out, rank], values: up, dtype: 'F16'},
+		];
+		const file = path.join(dir, 'small-pair.safetensors');
+		await writeFixture(file, tensors);
+		const stored = new Map(tensors.map(t => [t.name, storedValues(t)]));
+		const expected = frobenius(matmul(stored.get(`${name}.lora_up.weight`)!, out, rank, stored.get(`${name}.lora_down.weight`)!, inDim));
+		let calls = 0;
+		const counted = {
+			...ort,
+			gramPairSingle: async (...args: Parameters<typeof ort.gramPairSingle>) => {
+				calls++;
+				return ort.gramPairSingle(...args);
+			},
+			gramPair: async (...args: Parameters<typeof ort.gramPair>) => {
+				calls++;
+				return ort.gramPair(...args);
+			},
+			gramCols: async (...args: Parameters<typeof ort.gramCols>) => {
+				calls++;
+				return ort.gramCols(...args);
+			},
+			gramRows: async (...args: Parameters<typeof ort.gramRows>) => {
+				calls++;
+				return ort.gramRows(...args);
+			},
+		};
+		const {header, model} = await load(file);
+		const stats = await computeStats(header, model, {kernels: counted});
+		close(stats.modules[0]!.norm!, expected, 1e-9, name);
+		assert.equal(calls, 0);
 	} finally {
 		await ort.dispose();
 	}

@@ -326,8 +326,34 @@ function asMatrix(tensor: LoadedTensor): {values: Float32Array; rows: number; co
 
 /** ‖up·down‖² for up out×r and down r×in (4-D tensors flattened), from the two r×r Grams. */
 async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number): Promise<number> {
+	if (isSmallPair(outDim, rank, inDim)) {
+		const [gu, gd] = await gramsOf(jsKernels, up, outDim, rank, down, rank, inDim);
+		return productNormSquaredFromGrams(gu, gd);
+	}
+
 	const single = kernels.gramPairSingle;
 	return guardedNormSquared(kernels, single && (async () => single(up, outDim, rank, down, inDim)), () => ({up, down}), outDim, rank, inDim);
+}
+
+/**
+ * Below this many multiply-adds for its two Grams, a pair is cheaper in plain JS (float64, exact
+ * enough to need no cancellation check) than in an onnxruntime call (~25 µs each, plus the tensors
+ * it allocates): a folder of rank-1 to rank-4 SD1.5 LoRAs made ~260,000 calls and spent a quarter
+ * of `inspect -w` collecting their garbage.
+ */
+const smallPairMultiplyAdds = 32_768;
+
+function isSmallPair(outDim: number, rank: number, inDim: number): boolean {
+	return (outDim + inDim) * rank * rank <= smallPairMultiplyAdds;
+}
+
+/** uᵀu (uCols×uCols) and v·vᵀ (vRows×vRows): in plain JS for small inputs, else on `kernels`. */
+async function gramsOf(kernels: GramKernels, u: Float32Array, rows: number, uCols: number, v: Float32Array, vRows: number, cols: number): Promise<[Float64Array, Float64Array]> {
+	if ((rows * uCols * uCols) + (cols * vRows * vRows) <= smallPairMultiplyAdds) {
+		return [gramColsSync(u, rows, uCols), gramRowsSync(v, vRows, cols)];
+	}
+
+	return Promise.all([kernels.gramCols(u, rows, uCols), kernels.gramRows(v, vRows, cols)]);
 }
 
 /**
@@ -360,8 +386,7 @@ async function guardedNormSquared(
 		return productNormSquaredFromGrams(gu, gd);
 	}
 
-	const gu = await kernels.gramCols(up, outDim, rank);
-	const gd = await kernels.gramRows(down, rank, inDim);
+	const [gu, gd] = await gramsOf(kernels, up, outDim, rank, down, rank, inDim);
 	return productNormSquaredFromGrams(gu, gd);
 }
 
@@ -470,7 +495,7 @@ async function lohaNormSquared(kernels: GramKernels, module: LoraModule, tensors
 	if ((m + n) * kr * kr <= m * n * (r1 + r2)) {
 		const u = faceSplitRows(a1.values, r1, a2.values, r2, m);
 		const v = faceSplitColumns(b1.values, r1, b2.values, r2, n);
-		const [gu, gv] = await Promise.all([kernels.gramCols(u, m, kr), kernels.gramRows(v, kr, n)]);
+		const [gu, gv] = await gramsOf(kernels, u, m, kr, v, kr, n);
 		return productNormSquaredFromGrams(gu, gv);
 	}
 
@@ -544,7 +569,7 @@ async function moduleNormSquared(kernels: PairKernels, module: LoraModule, tenso
 				return null;
 			}
 
-			const [gu, gd] = await Promise.all([kernels.gramCols(u.values, u.rows, r1), kernels.gramRows(d.values, r2, d.cols)]);
+			const [gu, gd] = await gramsOf(kernels, u.values, u.rows, r1, d.values, r2, d.cols);
 			return tuckerNormSquared(mid.values, r1, r2, mid.values.length / (r1 * r2), gu, gd);
 		}
 
@@ -867,7 +892,7 @@ export async function computeStatsPart(header: SafetensorsHeader, model: LoraMod
 					for (const tensor of moduleRaw) {
 						nonFinite += absorb(tensor, figuresOf(tensor, false).figures);
 					}
-				} else if (shape && up!.info.dtype === 'F16' && down!.info.dtype === 'F16' && rawHalvesKernels?.gramPairSingle) {
+				} else if (shape && up!.info.dtype === 'F16' && down!.info.dtype === 'F16' && rawHalvesKernels?.gramPairSingle && !isSmallPair(shape.outDim, shape.rank, shape.inDim)) {
 					// The common case on onnxruntime: JS only sums the values; onnxruntime widens the raw
 					// F16 and forms the float32 Grams (SDXL r32: 0.39–0.44 s instead of 0.44–0.55 s with
 					// a JS decoding pass). A pair whose terms cancel is decoded and redone in float64.

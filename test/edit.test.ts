@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
 import {createHash} from 'node:crypto';
 import {createReadStream, existsSync} from 'node:fs';
-import {chmod, copyFile, mkdtemp, open, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile} from 'node:fs/promises';
+import {chmod, copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, truncate, utimes, writeFile} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -452,6 +452,19 @@ test('lorascope meta get/set/rm/export/import', async () => {
 		const layout = JSON.parse(await readFile(path.join(exportDir, 'cli.safetensors.json'), 'utf8')) as Record<string, unknown>;
 		assert.equal(layout['filename'], 'cli.safetensors.bak');
 		assert.equal(layout['ss_network_dim'], 16);
+
+		// A folder is scanned recursively; a broken file in it is reported and the rest exported.
+		const nested = path.join(directory, 'nested', 'deeper');
+		await mkdir(nested, {recursive: true});
+		await copyFile(file, path.join(nested, 'copy.safetensors'));
+		await writeFile(path.join(directory, 'nested', 'broken.safetensors'), 'not a lora');
+		const folderExport = path.join(directory, 'meta-folder');
+		const fromFolder = await capture(async () => metaCommand(['export', path.join(directory, 'nested'), '-o', folderExport]));
+		assert.equal(fromFolder.code, 1, 'the broken file fails, the rest is exported');
+		assert.match(fromFolder.stderr, /broken\.safetensors/);
+		assert.deepEqual((await readdir(folderExport)).sort(), ['copy.json']);
+		const copied = JSON.parse(await readFile(path.join(folderExport, 'copy.json'), 'utf8')) as Record<string, unknown>;
+		assert.equal(copied['ss_network_dim'], 16);
 
 		// Import the backup's export: the original metadata, tensors unchanged, hashes recomputed.
 		const imported = await capture(async () => metaCommand(['import', file, path.join(exportDir, 'cli.safetensors.json')]));

@@ -9,6 +9,7 @@ import {
 	exportFileName, exportMetadata, importMetadata, removeKey, saveMetadata, setKey, type SaveMetadataResult,
 } from '../lora/edit.js';
 import {errorReason, readHeader} from '../lora/safetensors.js';
+import {scanFolder} from '../lora/scan.js';
 import {prettyJson, sanitizeLine, sanitizeText} from '../lora/sanitize.js';
 import {cleanStaleTempFiles, writeFileAtomic} from '../lora/writer.js';
 
@@ -16,7 +17,8 @@ const usage = `Usage:
   lorascope meta get <file> [key] [--json] [--pretty]
   lorascope meta set <file> --key K --value V [--backup] [-o out.safetensors]
   lorascope meta rm <file> --key K [--backup] [-o out.safetensors]
-  lorascope meta export <file>... [-o dir]      (writes <dir>/<name>.json; dir defaults to ./meta)
+  lorascope meta export <file-or-dir>... [-o dir]  (writes <dir>/<name>.json; dir defaults to ./meta;
+                                                 folders are scanned recursively)
   lorascope meta import <file> <json> [--backup] [-o out.safetensors]
 
 Saves rewrite only the header (tensor bytes are copied and checked), replace the file atomically,
@@ -168,7 +170,24 @@ async function exportFiles(files: string[], flags: Flags): Promise<number> {
 	await mkdir(directory, {recursive: true});
 	const used = new Set<string>();
 	let code = 0;
-	for (const file of files) {
+	// Folders are scanned recursively, as `inspect` does; a subfolder that cannot be read is
+	// reported and the rest exported.
+	const expanded: string[] = [];
+	for (const given of files) {
+		if (!(await stat(given).then(info => info.isDirectory(), () => false))) {
+			expanded.push(given);
+			continue;
+		}
+
+		for await (const file of scanFolder(given, {onError(folder, reason) {
+			fail(folder, reason);
+			code = 1;
+		}})) {
+			expanded.push(file);
+		}
+	}
+
+	for (const file of expanded) {
 		try {
 			const header = await readHeader(file);
 			// Two inputs with the same stem (from different folders) must not overwrite each other.

@@ -473,6 +473,28 @@ test('NaN and Inf values are counted and keep the module norm out of the totals'
 	}
 });
 
+/**
+ * A LoRA pair whose rank-1 terms cancel: ΔW = b·aᵀ − b·(a + δ)ᵀ = −b·δᵀ with ‖δ‖ ≈ 1e-2·‖a‖,
+ * small next to ‖up‖·‖down‖. Columns (rows of down) past the first two are zero.
+ */
+function cancellingPair(out: number, rank: number, inDim: number): {up: Float32Array; down: Float32Array} {
+	const b = randomValues(out, 1);
+	const a = randomValues(inDim, 1);
+	const up = new Float32Array(out * rank);
+	const down = new Float32Array(rank * inDim);
+	for (let i = 0; i < out; i++) {
+		up[i * rank] = b[i]!;
+		up[(i * rank) + 1] = -b[i]!;
+	}
+
+	for (let j = 0; j < inDim; j++) {
+		down[j] = a[j]!;
+		down[inDim + j] = a[j]! + (random() * 1e-2);
+	}
+
+	return {up, down};
+}
+
 test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling pairs are redone in float64', async () => {
 	const {createOrtKernels} = await import('../source/engine/kernels/ort-kernels.js');
 	const {productNormSquaredFromGrams} = await import('../source/lora/linalg.js');
@@ -482,22 +504,9 @@ test('onnxruntime float32 pair Grams: within 2e-6 of float64 ΔW, and cancelling
 		const cancelling = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k';
 		const cancellingHalf = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_v';
 		const [out, rank, inDim] = [320, 8, 768];
-		// ΔW = b·aᵀ − b·(a + δ)ᵀ = −b·δᵀ with ‖δ‖ ≈ 1e-2·‖a‖: small next to ‖up‖·‖down‖.
-		const b = randomValues(out, 1);
-		const a = randomValues(inDim, 1);
 		// Rank 8 with six zero columns: pairs this large go to onnxruntime (smaller ones are
 		// computed in float64 JS, see the next test), so the guard is what is tested here.
-		const upC = new Float32Array(out * rank);
-		const downC = new Float32Array(rank * inDim);
-		for (let i = 0; i < out; i++) {
-			upC[i * rank] = b[i]!;
-			upC[(i * rank) + 1] = -b[i]!;
-		}
-
-		for (let j = 0; j < inDim; j++) {
-			downC[j] = a[j]!;
-			downC[inDim + j] = a[j]! + (random() * 1e-2);
-		}
+		const {up: upC, down: downC} = cancellingPair(out, rank, inDim);
 
 		const tensors: FixtureTensor[] = [
 			{name: `${plain}.alpha`, shape: [], values: Float32Array.of(4)},
@@ -556,20 +565,7 @@ test('small pairs skip onnxruntime: float64 JS Grams, exact, even when they canc
 		const name = 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k';
 		// (320 + 768)·2² = 4,352 multiply-adds: far below what an onnxruntime call is worth.
 		const [out, rank, inDim] = [320, 2, 768];
-		const b = randomValues(out, 1);
-		const a = randomValues(inDim, 1);
-		const up = new Float32Array(out * rank);
-		const down = new Float32Array(rank * inDim);
-		for (let i = 0; i < out; i++) {
-			up[i * rank] = b[i]!;
-			up[(i * rank) + 1] = -b[i]!;
-		}
-
-		for (let j = 0; j < inDim; j++) {
-			down[j] = a[j]!;
-			down[inDim + j] = a[j]! + (random() * 1e-2);
-		}
-
+		const {up, down} = cancellingPair(out, rank, inDim);
 		const tensors: FixtureTensor[] = [
 			{name: `${name}.alpha`, shape: [], values: Float32Array.of(rank)},
 			{name: `${name}.lora_down.weight`, shape: [rank, inDim], values: down, dtype: 'F16'},

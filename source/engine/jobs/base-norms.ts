@@ -18,8 +18,7 @@
 // products on the engine kernels (onnxruntime), stopped when the largest Ritz value settles to
 // 1e-6 relative (error ≈ 1e-6). elias-gaeros uses torch.svd_lowrank(q=1, niter=64) (64 power steps); Lanczos
 // reaches the same value in a fraction of the products.
-import {createHash} from 'node:crypto';
-import {mkdir, readFile, type FileHandle} from 'node:fs/promises';
+import type {FileHandle} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
@@ -28,15 +27,15 @@ import {decodeInto, decodeToFloat32, dtypeSize, isFloatDType} from '../../lora/d
 import {buildLoraModel} from '../../lora/model.js';
 import type {BaseNorm} from '../../lora/resize-plan.js';
 import {errnoReason, LoraFileError, openForRead, readHeader, TensorReader} from '../../lora/safetensors.js';
-import {readSubspaceCache, saveSubspaceCache} from './subspace-cache.js';
 import type {DType, SafetensorsHeader} from '../../lora/types.js';
-import {writeFileAtomic} from '../../lora/writer.js';
 import type {JobContext} from '../job-context.js';
 import type {ModuleFactorization} from '../kernels/decompose.js';
 import {getEngineKernels} from '../kernels/index.js';
 import type {EngineKernels} from '../kernels/types.js';
 import {registerJob} from '../registry.js';
 import {decompositionOf} from './decompose.js';
+import {cacheFilePath, readJsonCache, saveJsonCache} from './json-cache.js';
+import {readSubspaceCache, saveSubspaceCache} from './subspace-cache.js';
 
 /** Which base norms a caller needs: fro_ckpt alone needs only ‖W‖_F; spn_ckpt needs σ_max too. */
 export type BaseNormsNeed = 'frobenius' | 'both';
@@ -112,8 +111,7 @@ function sliceId(slice: BaseSlice): string {
 }
 
 function cacheFileFor(cacheDir: string, checkpoint: string): string {
-	const digest = createHash('sha256').update(path.resolve(checkpoint)).digest('hex').slice(0, 24);
-	return path.join(cacheDir, 'base-norms', `${digest}.json`);
+	return cacheFilePath(cacheDir, 'base-norms', path.resolve(checkpoint));
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -127,27 +125,24 @@ function isNorm(value: unknown): value is number {
 /** The cached norms of this exact checkpoint file; empty when missing, stale or damaged. */
 async function readCache(file: string, checkpoint: string, sizeBytes: number, mtimeMs: number): Promise<Map<string, CachedNorm>> {
 	// A Map: slice ids are tensor names from an untrusted file ("__proto__" included).
+	// Missing, damaged or stale: empty, and the norms are recomputed.
 	const norms = new Map<string, CachedNorm>();
-	try {
-		const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));
-		if (!isRecord(parsed) || (parsed['version'] !== 1 && parsed['version'] !== cacheVersion) || parsed['path'] !== path.resolve(checkpoint)
-			|| parsed['sizeBytes'] !== sizeBytes || parsed['mtimeMs'] !== mtimeMs || !isRecord(parsed['norms'])) {
-			return norms;
+	const parsed = await readJsonCache(file);
+	if (!isRecord(parsed) || (parsed['version'] !== 1 && parsed['version'] !== cacheVersion) || parsed['path'] !== path.resolve(checkpoint)
+		|| parsed['sizeBytes'] !== sizeBytes || parsed['mtimeMs'] !== mtimeMs || !isRecord(parsed['norms'])) {
+		return norms;
+	}
+
+	for (const [id, value] of Object.entries(parsed['norms'])) {
+		if (!isRecord(value) || !isNorm(value['frobenius'])) {
+			continue;
 		}
 
-		for (const [id, value] of Object.entries(parsed['norms'])) {
-			if (!isRecord(value) || !isNorm(value['frobenius'])) {
-				continue;
-			}
-
-			if (isNorm(value['spectral'])) {
-				norms.set(id, {frobenius: value['frobenius'], spectral: value['spectral']});
-			} else if (parsed['version'] === cacheVersion && value['spectral'] === undefined) {
-				norms.set(id, {frobenius: value['frobenius']});
-			}
+		if (isNorm(value['spectral'])) {
+			norms.set(id, {frobenius: value['frobenius'], spectral: value['spectral']});
+		} else if (parsed['version'] === cacheVersion && value['spectral'] === undefined) {
+			norms.set(id, {frobenius: value['frobenius']});
 		}
-	} catch {
-		// Missing or damaged cache: recompute.
 	}
 
 	return norms;
@@ -828,12 +823,7 @@ function rememberSubspace(ctx: JobContext, key: string, values: Map<string, numb
 
 async function saveCache(file: string, checkpoint: string, sizeBytes: number, mtimeMs: number, norms: ReadonlyMap<string, CachedNorm>): Promise<void> {
 	const content: NormsCacheFile = {version: cacheVersion, path: path.resolve(checkpoint), sizeBytes, mtimeMs, norms: Object.fromEntries(norms)};
-	try {
-		await mkdir(path.dirname(file), {recursive: true});
-		await writeFileAtomic(file, [Buffer.from(JSON.stringify(content))], {overwrite: true});
-	} catch {
-		// A read-only cache folder only costs the next run the computation again.
-	}
+	await saveJsonCache(file, content);
 }
 
 registerJob('base-norms', baseNormsJob);

@@ -3,11 +3,10 @@
 // for SDXL on two cores), and users try several thresholds in a row: `lorascope resize --recipe
 // subspace=…` run again on the same pair then costs the LoRA's decomposition only. One file per
 // LoRA/base pair, valid while both files keep their path, size and mtime.
-import {createHash} from 'node:crypto';
-import {mkdir, readdir, readFile, rm, stat} from 'node:fs/promises';
+import {readdir, rm, stat} from 'node:fs/promises';
 import path from 'node:path';
-import {writeFileAtomic} from '../../lora/writer.js';
 import type {SafetensorsHeader} from '../../lora/types.js';
+import {cacheFilePath, readJsonCache, saveJsonCache} from './json-cache.js';
 
 /**
  * Bump when the values change for the same files: a different decomposition (its singular
@@ -29,13 +28,10 @@ function identity(header: SafetensorsHeader): [string, number, number] {
 	return [path.resolve(header.path), header.sizeBytes, header.mtimeMs];
 }
 
-function folderOf(cacheDir: string): string {
-	return path.join(cacheDir, 'base-subspace');
-}
+const cacheFolder = 'base-subspace';
 
 function fileFor(cacheDir: string, lora: SafetensorsHeader, base: SafetensorsHeader): string {
-	const digest = createHash('sha256').update(JSON.stringify([path.resolve(lora.path), path.resolve(base.path)])).digest('hex').slice(0, 24);
-	return path.join(folderOf(cacheDir), `${digest}.json`);
+	return cacheFilePath(cacheDir, cacheFolder, JSON.stringify([path.resolve(lora.path), path.resolve(base.path)]));
 }
 
 function sameIdentity(stored: unknown, expected: [string, number, number]): boolean {
@@ -47,14 +43,7 @@ function sameIdentity(stored: unknown, expected: [string, number, number]): bool
  * from another version, for files that changed since, or lacks any of the modules.
  */
 export async function readSubspaceCache(cacheDir: string, lora: SafetensorsHeader, base: SafetensorsHeader, names: Iterable<string>): Promise<Map<string, number[]> | undefined> {
-	let parsed: unknown;
-	try {
-		parsed = JSON.parse(await readFile(fileFor(cacheDir, lora, base), 'utf8'));
-	} catch {
-		return undefined;
-	}
-
-	const file = parsed as Partial<SubspaceCacheFile> | null;
+	const file = await readJsonCache(fileFor(cacheDir, lora, base)) as Partial<SubspaceCacheFile> | null | undefined;
 	if (typeof file !== 'object' || file === null || file.version !== subspaceCacheVersion || !sameIdentity(file.lora, identity(lora))
 		|| !sameIdentity(file.base, identity(base)) || typeof file.values !== 'object' || file.values === null) {
 		return undefined;
@@ -74,15 +63,11 @@ export async function readSubspaceCache(cacheDir: string, lora: SafetensorsHeade
 	return values;
 }
 
-/** Saves the values (atomically); a read-only cache folder only costs the next run the computation. */
+/** Saves the values (atomically) and drops the oldest pairs past the 16 kept. */
 export async function saveSubspaceCache(cacheDir: string, lora: SafetensorsHeader, base: SafetensorsHeader, values: ReadonlyMap<string, readonly number[]>): Promise<void> {
 	const content: SubspaceCacheFile = {version: subspaceCacheVersion, lora: identity(lora), base: identity(base), values: Object.fromEntries(values) as Record<string, number[]>};
-	try {
-		await mkdir(folderOf(cacheDir), {recursive: true});
-		await writeFileAtomic(fileFor(cacheDir, lora, base), [Buffer.from(JSON.stringify(content))], {overwrite: true});
-		await pruneOldest(folderOf(cacheDir));
-	} catch {
-		// Not cached: recomputed next time.
+	if (await saveJsonCache(fileFor(cacheDir, lora, base), content)) {
+		await pruneOldest(path.join(cacheDir, cacheFolder)).catch(() => undefined);
 	}
 }
 

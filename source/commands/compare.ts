@@ -1,6 +1,5 @@
 // `lorascope compare <a> <b> [--json]` and `lorascope compare <files...> --epochs [--json]`.
 // Exit codes: 0 done, 1 a file could not be read, 2 usage error.
-import {stat} from 'node:fs/promises';
 import path from 'node:path';
 import process from 'node:process';
 import {parseArgs} from 'node:util';
@@ -314,13 +313,8 @@ export async function run(argv: string[]): Promise<number> {
 
 	const inputs: CompareInput[] = [];
 	let failed = false;
-	let total = 0;
-	for (const file of files) {
-		total += await stat(file).then(s => s.size, () => 0);
-	}
-
 	// Two SDXL files took 10 s with plain-JS Grams; onnxruntime and a helper thread take ~1 s.
-	const choice = flags['no-stats'] ? null : await chooseStatsKernels(total);
+	const choice = flags['no-stats'] ? null : await chooseStatsKernels(files);
 	try {
 		for (const file of files) {
 			try {

@@ -2,7 +2,7 @@
 // LoRA files, with lora-inspector's flags (weights, tags, dataset, save meta). Folders are scanned
 // recursively. Everything that comes from a file is sanitised before it reaches the terminal.
 // Exit codes: 0 every file was read, 1 some file failed (the others are still reported), 2 usage.
-import {mkdir, stat} from 'node:fs/promises';
+import {mkdir} from 'node:fs/promises';
 import path from 'node:path';
 import process from 'node:process';
 import {parseArgs} from 'node:util';
@@ -12,7 +12,7 @@ import type {FileHashes} from '../lora/hashes.js';
 import {formatArch, formatKeyStyle} from '../lora/model.js';
 import {pyFloat} from '../lora/sample-metadata.js';
 import {displayWidth, sanitizeLine} from '../lora/sanitize.js';
-import {scanFolder} from '../lora/scan.js';
+import {expandCommandPaths} from '../lora/scan.js';
 import {errorReason} from '../lora/safetensors.js';
 import {presentTrainingGroups} from '../lora/training-fields.js';
 import type {GramKernels, LoraStats} from '../lora/types.js';
@@ -110,45 +110,6 @@ type Inspected = {
 	savedMeta?: string;
 };
 
-/** Files named on the command line, folders expanded; unreadable paths become failed entries. */
-async function expandPaths(paths: readonly string[]): Promise<Array<{path: string; error?: string}>> {
-	const result: Array<{path: string; error?: string}> = [];
-	const seen = new Set<string>();
-	const add = (item: {path: string; error?: string}) => {
-		const key = path.resolve(item.path);
-		if (!seen.has(key)) {
-			seen.add(key);
-			result.push(item);
-		}
-	};
-
-	for (const given of paths) {
-		let info;
-		try {
-			info = await stat(given);
-		} catch (error) {
-			const code = (error as NodeJS.ErrnoException).code;
-			add({path: given, error: code === 'ENOENT' ? 'file not found' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : `cannot read (${code ?? 'error'})`});
-			continue;
-		}
-
-		if (!info.isDirectory()) {
-			add({path: given});
-			continue;
-		}
-
-		const errors: Array<{path: string; error: string}> = [];
-		for await (const file of scanFolder(given, {onError: (p, reason) => errors.push({path: p, error: reason})})) {
-			add({path: file});
-		}
-
-		for (const error of errors) {
-			add(error);
-		}
-	}
-
-	return result;
-}
 
 async function inspectOne(item: {path: string; error?: string}, flags: InspectFlags, kernels: () => Promise<GramKernels>): Promise<Inspected> {
 	if (item.error !== undefined) {
@@ -486,7 +447,7 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 	}
 
 	const {flags} = parsed;
-	const items = await expandPaths(parsed.paths);
+	const items = await expandCommandPaths(parsed.paths);
 	if (items.length === 0) {
 		io.stderr('lorascope inspect: no .safetensors files found\n');
 	}
@@ -497,14 +458,7 @@ export async function runInspect(argv: string[], io: InspectIO): Promise<number>
 			return io.kernels;
 		}
 
-		kernelChoice ??= (async () => {
-			let total = 0;
-			for (const item of items) {
-				total += await stat(item.path).then(s => s.size, () => 0);
-			}
-
-			return chooseStatsKernels(total);
-		})();
+		kernelChoice ??= chooseStatsKernels(items.map(item => item.path));
 		return (await kernelChoice).kernels;
 	};
 

@@ -9,7 +9,7 @@ import {
 	exportFileName, exportMetadata, importMetadata, removeKey, saveMetadata, setKey, type SaveMetadataResult,
 } from '../lora/edit.js';
 import {errorReason, readHeader} from '../lora/safetensors.js';
-import {scanFolder} from '../lora/scan.js';
+import {expandCommandPaths} from '../lora/scan.js';
 import {prettyJson, sanitizeLine, sanitizeText} from '../lora/sanitize.js';
 import {cleanStaleTempFiles, writeFileAtomic} from '../lora/writer.js';
 
@@ -170,24 +170,15 @@ async function exportFiles(files: string[], flags: Flags): Promise<number> {
 	await mkdir(directory, {recursive: true});
 	const used = new Set<string>();
 	let code = 0;
-	// Folders are scanned recursively, as `inspect` does; a subfolder that cannot be read is
-	// reported and the rest exported.
-	const expanded: string[] = [];
-	for (const given of files) {
-		if (!(await stat(given).then(info => info.isDirectory(), () => false))) {
-			expanded.push(given);
+	// Folders are scanned recursively, as `inspect` does; a path that cannot be read is reported
+	// and the rest exported.
+	for (const {path: file, error} of await expandCommandPaths(files)) {
+		if (error !== undefined) {
+			fail(file, error);
+			code = 1;
 			continue;
 		}
 
-		for await (const file of scanFolder(given, {onError(folder, reason) {
-			fail(folder, reason);
-			code = 1;
-		}})) {
-			expanded.push(file);
-		}
-	}
-
-	for (const file of expanded) {
 		try {
 			const header = await readHeader(file);
 			// Two inputs with the same stem (from different folders) must not overwrite each other.

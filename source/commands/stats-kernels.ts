@@ -1,6 +1,7 @@
 // Weight statistics for the commands that print them (`inspect -w`, `compare`): onnxruntime kernels
 // and helper threads for large inputs, plain JS for small ones, where loading onnxruntime (~55 ms)
 // would cost more than it saves.
+import {stat} from 'node:fs/promises';
 import process from 'node:process';
 import {jsKernels} from '../lora/linalg.js';
 import {computeStatsWithModel} from '../lora/stats.js';
@@ -8,8 +9,14 @@ import type {GramKernels, LoraModel, LoraStats, SafetensorsHeader} from '../lora
 
 const largeInputBytes = 32 * 1024 * 1024;
 
-/** onnxruntime kernels when the inputs are large enough to repay loading it; plain JS otherwise. */
-export async function chooseStatsKernels(totalBytes: number): Promise<{kernels: GramKernels; dispose: () => Promise<void>}> {
+/** onnxruntime kernels when the files are large enough to repay loading it; plain JS otherwise. */
+export async function chooseStatsKernels(files: readonly string[]): Promise<{kernels: GramKernels; dispose: () => Promise<void>}> {
+	let totalBytes = 0;
+	for (const file of files) {
+		// A file that cannot be stat'ed counts as empty; reading it reports why.
+		totalBytes += await stat(file).then(info => info.size, () => 0);
+	}
+
 	if (totalBytes < largeInputBytes) {
 		return {kernels: jsKernels, dispose: async () => undefined};
 	}

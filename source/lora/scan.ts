@@ -4,6 +4,7 @@
 // reported through onError and skipped, and the writer's own temp files are ignored.
 import {opendir, stat} from 'node:fs/promises';
 import path from 'node:path';
+import {errnoReason} from './safetensors.js';
 import {compareCodePoints} from './stats.js';
 import {tempMarker} from './writer.js';
 
@@ -158,4 +159,46 @@ export async function listLoraFiles(paths: readonly string[], options: ScanOptio
 	}
 
 	return [...found].sort(compareCodePoints);
+}
+
+/**
+ * Files named on the command line with folders scanned recursively, each once, in the order given;
+ * paths that cannot be read (and unreadable subfolders) come back with a one-line `error`.
+ */
+export async function expandCommandPaths(paths: readonly string[]): Promise<Array<{path: string; error?: string}>> {
+	const result: Array<{path: string; error?: string}> = [];
+	const seen = new Set<string>();
+	const add = (item: {path: string; error?: string}) => {
+		const key = path.resolve(item.path);
+		if (!seen.has(key)) {
+			seen.add(key);
+			result.push(item);
+		}
+	};
+
+	for (const given of paths) {
+		let info;
+		try {
+			info = await stat(given);
+		} catch (error) {
+			add({path: given, error: errnoReason(error)});
+			continue;
+		}
+
+		if (!info.isDirectory()) {
+			add({path: given});
+			continue;
+		}
+
+		const errors: Array<{path: string; error: string}> = [];
+		for await (const file of scanFolder(given, {onError: (p, reason) => errors.push({path: p, error: reason})})) {
+			add({path: file});
+		}
+
+		for (const error of errors) {
+			add(error);
+		}
+	}
+
+	return result;
 }

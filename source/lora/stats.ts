@@ -327,7 +327,8 @@ function asMatrix(tensor: LoadedTensor): {values: Float32Array; rows: number; co
 /** ‖up·down‖² for up out×r and down r×in (4-D tensors flattened), from the two r×r Grams. */
 async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: number, rank: number, down: Float32Array, inDim: number): Promise<number> {
 	if (isSmallPair(outDim, rank, inDim)) {
-		const [gu, gd] = await gramsOf(jsKernels, up, outDim, rank, down, rank, inDim);
+		// gramsOf computes a small pair in float64 JS, whatever `kernels` are.
+		const [gu, gd] = await gramsOf(kernels, up, outDim, rank, down, rank, inDim);
 		return productNormSquaredFromGrams(gu, gd);
 	}
 
@@ -343,13 +344,18 @@ async function loraNormSquared(kernels: PairKernels, up: Float32Array, outDim: n
  */
 const smallPairMultiplyAdds = 32_768;
 
+/** Whether the Grams uᵀu (rows×uCols) and v·vᵀ (vRows×cols) are cheaper in plain JS. */
+function smallGrams(rows: number, uCols: number, vRows: number, cols: number): boolean {
+	return (rows * uCols * uCols) + (cols * vRows * vRows) <= smallPairMultiplyAdds;
+}
+
 function isSmallPair(outDim: number, rank: number, inDim: number): boolean {
-	return (outDim + inDim) * rank * rank <= smallPairMultiplyAdds;
+	return smallGrams(outDim, rank, rank, inDim);
 }
 
 /** uᵀu (uCols×uCols) and v·vᵀ (vRows×vRows): in plain JS for small inputs, else on `kernels`. */
 async function gramsOf(kernels: GramKernels, u: Float32Array, rows: number, uCols: number, v: Float32Array, vRows: number, cols: number): Promise<[Float64Array, Float64Array]> {
-	if ((rows * uCols * uCols) + (cols * vRows * vRows) <= smallPairMultiplyAdds) {
+	if (smallGrams(rows, uCols, vRows, cols)) {
 		return [gramColsSync(u, rows, uCols), gramRowsSync(v, vRows, cols)];
 	}
 

@@ -676,7 +676,7 @@ export function parseHeaderJson(json: Uint8Array, dataSize: number): ParsedHeade
 		}
 	}
 
-	const parsed = parseWholeHeader(json, dataSize);
+	const parsed = parseWholeHeader(json, dataSize, lead);
 	if (tail) {
 		shareTable(tail, parsed.tensors, parsed.byName);
 	}
@@ -706,7 +706,9 @@ const metadataFirst = Buffer.from('{"__metadata__":', 'latin1');
  * write them), and where the rest begins; undefined for any other header, or one whose metadata
  * is invalid (the whole-header parse then reports it).
  */
-function leadingMetadata(json: Uint8Array): {metadata: Record<string, string>; tailStart: number} | undefined {
+type LeadingMetadata = {metadata: Record<string, string>; tailStart: number; parser: Parser};
+
+function leadingMetadata(json: Uint8Array): LeadingMetadata | undefined {
 	if (!bytesAt(json, 0, metadataFirst)) {
 		return undefined;
 	}
@@ -715,7 +717,7 @@ function leadingMetadata(json: Uint8Array): {metadata: Record<string, string>; t
 	parser.pos = metadataFirst.length;
 	parser.ws();
 	try {
-		return {metadata: parseMetadata(parser), tailStart: parser.pos};
+		return {metadata: parseMetadata(parser), tailStart: parser.pos, parser};
 	} catch (error) {
 		if (error instanceof HeaderFormatError) {
 			return undefined;
@@ -725,10 +727,17 @@ function leadingMetadata(json: Uint8Array): {metadata: Record<string, string>; t
 	}
 }
 
-function parseWholeHeader(json: Uint8Array, dataSize: number): ParsedHeaderJson & {tensors: TensorInfo[]; byName: Map<string, TensorInfo>} {
-	const parser = new Parser(json);
-	parser.ws();
-	if (parser.peek() !== openBrace) {
+/**
+ * The whole header's parse. After leadingMetadata it goes on from where that stopped (the
+ * parser sits after the metadata object), so the metadata is not parsed twice.
+ */
+function parseWholeHeader(json: Uint8Array, dataSize: number, lead?: LeadingMetadata): ParsedHeaderJson & {tensors: TensorInfo[]; byName: Map<string, TensorInfo>} {
+	const parser = lead?.parser ?? new Parser(json);
+	if (!lead) {
+		parser.ws();
+	}
+
+	if (!lead && parser.peek() !== openBrace) {
 		if (parser.pos >= parser.length) {
 			throw new HeaderFormatError('header is blank');
 		}
@@ -742,11 +751,14 @@ function parseWholeHeader(json: Uint8Array, dataSize: number): ParsedHeaderJson 
 		throw new HeaderFormatError(`header is JSON ${type}, not an object`);
 	}
 
-	parser.pos++;
+	if (!lead) {
+		parser.pos++;
+	}
+
 	const tensors: TensorInfo[] = [];
 	const byName = new Map<string, TensorInfo>();
-	let metadata: Record<string, string> | undefined;
-	for (let key = parser.firstKey(); key !== undefined; key = parser.nextKey()) {
+	let metadata = lead?.metadata;
+	for (let key = lead ? parser.nextKey() : parser.firstKey(); key !== undefined; key = parser.nextKey()) {
 		if (key === '__metadata__') {
 			if (metadata) {
 				throw new HeaderFormatError('header has duplicate __metadata__ entries');
